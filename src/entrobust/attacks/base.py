@@ -1,0 +1,198 @@
+"""The attack base class: a final ``__call__`` that makes every attack safe to run.
+
+Subclasses implement only :meth:`Attack._search`. The base call (STYLE rule 4):
+
+* validates the inputs, returns ``x`` unchanged when ε = 0;
+* runs the model in eval mode (or the mode named by ``model_mode``) and restores its mode;
+* freezes parameters for the duration (``requires_grad`` off), so parameters and their
+  ``.grad`` are untouched whatever the subclass does, and no weight gradients are wasted;
+* projects the result onto the ε-ball and clamps it to the box;
+* optionally reports per-example outcomes (:class:`AttackResult`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal, final, overload
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from entrobust.attacks.threat import ThreatModel
+from entrobust.errors import ConfigError
+
+ModelMode = Literal["eval", "train"]
+
+
+@dataclass
+class AttackResult:
+    """Per-example outcome of one attack on a batch (all tensors have a leading dim N).
+
+    ``first_success`` is the iteration at which the example was first misclassified
+    (0 = already misclassified at the start, -1 = never, or unknown for attacks that do not track it).
+    ``margin`` is z_y − max_{i≠y} z_i at ``x_adv`` (negative ⇔ misclassified).
+    """
+
+    x_adv: Tensor
+    success: Tensor  # bool: misclassified at x_adv (untargeted) / predicted target (targeted)
+    first_success: Tensor  # int64
+    margin: Tensor
+    loss: Tensor  # cross-entropy at x_adv
+    entropy: Tensor  # prediction entropy at x_adv (nats)
+    distance: Tensor  # ‖x_adv − x‖ in the threat model's norm
+
+
+def margin_of(logits: Tensor, y: Tensor) -> Tensor:
+    """Decision margin z_y − max_{i≠y} z_i per example (correct for all-negative logits)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    return true - other
+
+
+def entropy_of(logits: Tensor) -> Tensor:
+    """Shannon entropy (nats) of softmax(logits) per example."""
+    logp = F.log_softmax(logits, dim=1)
+    return -(logp.exp() * logp).sum(dim=1)
+
+
+@contextmanager
+def frozen(model: nn.Module, mode: ModelMode = "eval") -> Iterator[nn.Module]:
+    """Run ``model`` in ``mode`` with ``requires_grad`` off on every parameter; restore both after."""
+    was_training = {m: m.training for m in model.modules()}
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.train(mode == "train")
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, t in was_training.items():
+            m.training = t
+
+
+class Attack(ABC):
+    """Base of every attack: ``attack(model, x, y) -> x_adv`` inside ``threat``.
+
+    Args:
+        threat: the threat model (norm, ε, box).
+        model_mode: ``"eval"`` (default; TRADES / MART / MadryLab) or ``"train"`` (BatchNorm batch
+            statistics, as robust_overfitting / AWP / ATENT generate training adversaries).
+        seed: when given, random starts and other sampling use a generator seeded with it, so the
+            attack is deterministic and batch-consistent; when ``None`` torch's global RNG is used.
+    """
+
+    name: str = "attack"
+    targeted: bool = False
+
+    def __init__(self, threat: ThreatModel, *, model_mode: ModelMode = "eval", seed: int | None = None):
+        if not isinstance(threat, ThreatModel):
+            raise ConfigError(f"threat must be a ThreatModel, got {type(threat).__name__}")
+        if model_mode not in ("eval", "train"):
+            raise ConfigError(f"model_mode must be 'eval' or 'train', got {model_mode!r}")
+        self.threat = threat
+        self.model_mode: ModelMode = model_mode
+        self.seed = seed
+
+    # ------------------------------------------------------------------ API
+    @overload
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = ..., return_info: Literal[False] = ...
+    ) -> Tensor: ...
+
+    @overload
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = ..., return_info: Literal[True]
+    ) -> AttackResult: ...
+
+    @final
+    def __call__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        target: Tensor | None = None,
+        return_info: bool = False,
+    ) -> Tensor | AttackResult:
+        """Attack ``model`` at ``(x, y)``; see the class docstring for the guarantees."""
+        self._check_inputs(x, y, target)
+        x = x.detach()
+        y = y.detach()
+        first: Tensor | None = None
+        with frozen(model, self.model_mode):
+            if self.threat.is_zero() or x.shape[0] == 0:
+                x_adv = x.clone()
+            else:
+                with torch.enable_grad():
+                    out = self._search(model, x, y, target)
+                if isinstance(out, tuple):
+                    x_adv, first = out
+                else:
+                    x_adv = out
+                if x_adv.shape != x.shape:
+                    raise RuntimeError(f"{type(self).__name__} returned shape {tuple(x_adv.shape)}")
+                x_adv = self.threat.project(x_adv.detach().to(x.dtype), x)
+            if not return_info:
+                return x_adv
+            with torch.no_grad():
+                logits = model(x_adv)
+        return self._result(x, y, target, x_adv, logits, first)
+
+    # --------------------------------------------------------- for subclasses
+    @abstractmethod
+    def _search(
+        self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Return ``x_adv`` (or ``(x_adv, first_success_iteration)``); the base projects it."""
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator | None:
+        """A fresh generator seeded with ``self.seed`` (``None`` → use the global RNG)."""
+        if self.seed is None:
+            return None
+        g = torch.Generator(device="cpu")
+        g.manual_seed(self.seed)
+        return g
+
+    # ------------------------------------------------------------- internals
+    def _check_inputs(self, x: Tensor, y: Tensor, target: Tensor | None) -> None:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise ConfigError("x must be a floating-point tensor of images in [0, 1]")
+        if y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise ConfigError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        if x.numel() and (float(x.min()) < self.threat.lower - 1e-6 or float(x.max()) > self.threat.upper + 1e-6):
+            raise ConfigError(
+                f"x must lie in [{self.threat.lower}, {self.threat.upper}]; "
+                "normalization belongs inside the model"
+            )
+        if self.targeted and target is None:
+            raise ConfigError(f"{self.name} is targeted: pass target=")
+        if target is not None and target.shape != y.shape:
+            raise ConfigError(f"target must have shape {tuple(y.shape)}, got {tuple(target.shape)}")
+
+    def _result(
+        self, x: Tensor, y: Tensor, target: Tensor | None, x_adv: Tensor, logits: Tensor, first: Tensor | None
+    ) -> AttackResult:
+        pred = logits.argmax(1)
+        success = pred.eq(target) if target is not None else pred.ne(y)
+        if first is None:
+            first = torch.full_like(y, -1)
+        return AttackResult(
+            x_adv=x_adv,
+            success=success,
+            first_success=first.to(torch.long),
+            margin=margin_of(logits, y),
+            loss=F.cross_entropy(logits, y, reduction="none"),
+            entropy=entropy_of(logits),
+            distance=self.threat.distance(x_adv, x),
+        )
+
+    def __repr__(self) -> str:
+        t = self.threat
+        eps = t.eps if not isinstance(t.eps, Tensor) else "per-example"
+        return f"{type(self).__name__}(norm={t.norm}, eps={eps})"

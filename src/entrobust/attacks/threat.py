@@ -1,0 +1,152 @@
+"""The threat model: a norm ball of radius ε around x, intersected with the [0, 1] box.
+
+It owns everything that depends on the norm — projection, random start, the steepest-ascent step
+and the distance — so an attack is written once and works for ℓ∞ and ℓ2 (STYLE rule 3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from entrobust.errors import ConfigError
+
+Norm = Literal["linf", "l2"]
+NORMS: tuple[str, ...] = ("linf", "l2")
+_TINY = 1e-12
+
+
+def _view(v: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-example vector ``(N,)`` to broadcast against ``x`` ``(N, ...)``."""
+    return v.view(-1, *([1] * (x.dim() - 1)))
+
+
+def flat_norm(v: Tensor, norm: str) -> Tensor:
+    """Per-example ℓ∞ or ℓ2 norm of ``v`` ``(N, ...)`` → ``(N,)``."""
+    flat = v.flatten(1)
+    if norm == "linf":
+        return flat.abs().amax(dim=1)
+    return flat.norm(p=2, dim=1)
+
+
+@dataclass(frozen=True, eq=False)
+class ThreatModel:
+    """(norm, ε, box): the set {x′ : ‖x′ − x‖_norm ≤ ε, lower ≤ x′ ≤ upper}.
+
+    ``eps`` is a float or a per-example tensor of shape ``(N,)``; ε is in pixel units of [0, 1]
+    images (8/255, 0.3, ...). Raises :class:`ConfigError` for an unknown norm, a negative or
+    non-finite ε, or an empty box.
+    """
+
+    norm: str
+    eps: float | Tensor
+    lower: float = 0.0
+    upper: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ConfigError(f"unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
+        if isinstance(self.eps, Tensor):
+            if self.eps.dim() > 1:
+                raise ConfigError(f"per-example eps must have shape (N,), got {tuple(self.eps.shape)}")
+            if not bool(torch.isfinite(self.eps).all()) or bool((self.eps < 0).any()):
+                raise ConfigError("eps must be finite and >= 0 for every example")
+        else:
+            if not math.isfinite(float(self.eps)) or float(self.eps) < 0:
+                raise ConfigError(f"eps must be finite and >= 0, got {self.eps}")
+        if not self.lower < self.upper:
+            raise ConfigError(f"box lower {self.lower} must be below upper {self.upper}")
+
+    # ------------------------------------------------------------------ helpers
+    def eps_for(self, x: Tensor) -> Tensor:
+        """ε as a tensor broadcastable against ``x`` (shape ``(N, 1, 1, ...)``), x's dtype."""
+        n = x.shape[0]
+        if isinstance(self.eps, Tensor):
+            e = self.eps.to(device=x.device, dtype=x.dtype).reshape(-1)
+            if e.numel() == 1:
+                e = e.expand(n)
+            elif e.numel() != n:
+                raise ConfigError(f"per-example eps has {e.numel()} entries for a batch of {n}")
+        else:
+            e = torch.full((n,), float(self.eps), device=x.device, dtype=x.dtype)
+        return _view(e, x)
+
+    def with_eps(self, eps: float | Tensor) -> ThreatModel:
+        """The same threat model with another ε."""
+        return ThreatModel(self.norm, eps, self.lower, self.upper)
+
+    def subset(self, index: Tensor) -> ThreatModel:
+        """Restrict a per-example ε to the examples selected by ``index``."""
+        if isinstance(self.eps, Tensor) and self.eps.numel() > 1:
+            return self.with_eps(self.eps[index.to(self.eps.device)])
+        return self
+
+    def is_zero(self) -> bool:
+        """True when ε is 0 for every example."""
+        if isinstance(self.eps, Tensor):
+            return bool((self.eps == 0).all())
+        return float(self.eps) == 0.0
+
+    # --------------------------------------------------------------- geometry
+    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """‖x_adv − x‖ per example, shape ``(N,)``."""
+        return flat_norm(x_adv - x, self.norm)
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Closest point (ℓ∞: exact; ℓ2: radial) of the ε-ball around ``x``, clamped to the box.
+
+        For ℓ∞ the two constraints are box-separable so the result is the exact projection onto
+        their intersection; for ℓ2 radial scaling followed by clamping stays inside both sets,
+        because clamping toward the box (which contains x) never increases the distance to x.
+        """
+        eps = self.eps_for(x)
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = torch.maximum(torch.minimum(delta, eps), -eps)
+        else:
+            norms = _view(flat_norm(delta, "l2"), x)
+            factor = torch.clamp(eps / (norms + _TINY), max=1.0)
+            delta = delta * factor
+        out = torch.clamp(x + delta, self.lower, self.upper)
+        if self.norm == "l2":
+            # guard float rounding: shrink the few examples that landed a hair outside
+            d = out - x
+            n = _view(flat_norm(d, "l2"), x)
+            out = torch.where(n > eps, x + d * (eps / (n + _TINY)) * (1 - 1e-6), out)
+        return out
+
+    def random_start(
+        self, x: Tensor, kind: str = "uniform", sigma: float = 0.001, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """A random point near ``x``: ``none`` (x itself), ``uniform`` in the ε-ball, or
+        ``gaussian`` x + σ·N(0, I); always projected into the threat model."""
+        if kind == "none":
+            return x.clone()
+        if kind == "uniform":
+            eps = self.eps_for(x)
+            if self.norm == "linf":
+                u = torch.rand(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+                delta = (2 * u - 1) * eps
+            else:
+                g = torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+                g = g / (_view(flat_norm(g, "l2"), x) + _TINY)
+                d = x[0].numel()
+                r = torch.rand(x.shape[0], generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+                delta = g * _view(r.pow(1.0 / d), x) * eps
+            return self.project(x + delta, x)
+        if kind == "gaussian":
+            if sigma < 0:
+                raise ConfigError(f"gaussian start sigma must be >= 0, got {sigma}")
+            g = torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+            return self.project(x + sigma * g, x)
+        raise ConfigError(f"unknown random start {kind!r}; valid: none, uniform, gaussian")
+
+    def steepest_step(self, grad: Tensor) -> Tensor:
+        """Unit steepest-ascent direction for the norm: sign(g) for ℓ∞, g/‖g‖₂ for ℓ2."""
+        if self.norm == "linf":
+            return grad.sign()
+        return grad / (_view(flat_norm(grad, "l2"), grad) + _TINY)

@@ -1,0 +1,70 @@
+"""The ``entrobust`` command line: a thin layer over the library (STYLE rule 13).
+
+Each subcommand lives in ``entrobust.cli.<name>`` with ``add_parser(sub)`` and ``run(args)``.
+User mistakes (:class:`~entrobust.errors.EntrobustError`) print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from entrobust import __version__
+from entrobust.errors import EntrobustError
+
+#: subcommand modules, in the order ``--help`` lists them
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "train",
+    "eval",
+    "audit",
+    "analyze",
+    "certify",
+    "run",
+    "runs",
+    "report",
+    "claims",
+    "listing",
+    "info",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"entrobust: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every subcommand module that is installed."""
+    parser = _Parser(prog="entrobust", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"entrobust {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"entrobust.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"entrobust.cli.{name}":
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and of ``python -m entrobust``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EntrobustError as exc:
+        print(f"entrobust: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("entrobust: interrupted", file=sys.stderr)
+        return 130
