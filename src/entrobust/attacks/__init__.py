@@ -1,8 +1,30 @@
-"""Attacks (SPEC §3): a threat-model value, a safe base class and one projected-gradient engine."""
+"""Attacks (SPEC §3): a threat-model value, a safe base class and one projected-gradient engine.
+
+``build_attack("pgd", ThreatModel("linf", 0.3), steps=40)`` or ``build_attack("PGD20-8")``;
+``ATTACKS`` lists every registered name (``entrobust list attacks``).
+"""
 
 from __future__ import annotations
 
 from entrobust.attacks.base import Attack, AttackResult, entropy_of, frozen, margin_of
+from entrobust.attacks.losses import LOSSES, resolve_loss
+from entrobust.attacks.registry import ATTACKS, PATTERNS, build_attack
 from entrobust.attacks.threat import NORMS, ThreatModel, flat_norm
 
-__all__ = ["NORMS", "Attack", "AttackResult", "ThreatModel", "entropy_of", "flat_norm", "frozen", "margin_of"]
+import entrobust.attacks.library  # noqa: E402,F401,I001  (registers the built-in attacks)
+
+__all__ = [
+    "ATTACKS",
+    "LOSSES",
+    "NORMS",
+    "PATTERNS",
+    "Attack",
+    "AttackResult",
+    "ThreatModel",
+    "build_attack",
+    "entropy_of",
+    "flat_norm",
+    "frozen",
+    "margin_of",
+    "resolve_loss",
+]
