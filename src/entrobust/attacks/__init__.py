@@ -6,12 +6,11 @@
 
 from __future__ import annotations
 
+import entrobust.attacks.library  # noqa: F401  (registers the built-in attacks)
 from entrobust.attacks.base import Attack, AttackResult, entropy_of, frozen, margin_of
 from entrobust.attacks.losses import LOSSES, resolve_loss
 from entrobust.attacks.registry import ATTACKS, PATTERNS, build_attack
 from entrobust.attacks.threat import NORMS, ThreatModel, flat_norm
-
-import entrobust.attacks.library  # noqa: E402,F401,I001  (registers the built-in attacks)
 
 __all__ = [
     "ATTACKS",

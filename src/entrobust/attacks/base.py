@@ -102,12 +102,24 @@ class Attack(ABC):
     # ------------------------------------------------------------------ API
     @overload
     def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = ..., return_info: Literal[False] = ...
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        target: Tensor | None = ...,
+        return_info: Literal[False] = ...,
     ) -> Tensor: ...
 
     @overload
     def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, target: Tensor | None = ..., return_info: Literal[True]
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        target: Tensor | None = ...,
+        return_info: Literal[True],
     ) -> AttackResult: ...
 
     @final
@@ -165,7 +177,9 @@ class Attack(ABC):
             raise ConfigError("x must be a floating-point tensor of images in [0, 1]")
         if y.dim() != 1 or y.shape[0] != x.shape[0]:
             raise ConfigError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
-        if x.numel() and (float(x.min()) < self.threat.lower - 1e-6 or float(x.max()) > self.threat.upper + 1e-6):
+        if x.numel() and (
+            float(x.min()) < self.threat.lower - 1e-6 or float(x.max()) > self.threat.upper + 1e-6
+        ):
             raise ConfigError(
                 f"x must lie in [{self.threat.lower}, {self.threat.upper}]; "
                 "normalization belongs inside the model"

@@ -95,11 +95,11 @@ def kl_loss(logits: Tensor, clean_logits: Tensor) -> Tensor:
 LOSSES: Registry[Callable[..., LossFn]] = Registry("attack loss")
 LOSSES.register("ce", lambda: ce_loss, help="cross-entropy")
 LOSSES.register(
-    "cw", lambda confidence=float("inf"): (lambda z, y: cw_loss(z, y, confidence)), help="CW margin (κ)"
+    "cw", lambda confidence=float("inf"): lambda z, y: cw_loss(z, y, confidence), help="CW margin (κ)"
 )
 LOSSES.register("dlr", lambda: dlr_loss, help="difference of logits ratio")
-LOSSES.register("ls-ce", lambda gamma=0.5: (lambda z, y: ls_ce_loss(z, y, gamma)), help="label-smoothed CE")
-LOSSES.register("entm", lambda lam=2.0: (lambda z, y: entm_loss(z, y, lam)), help="CE − λ·entropy")
+LOSSES.register("ls-ce", lambda gamma=0.5: lambda z, y: ls_ce_loss(z, y, gamma), help="label-smoothed CE")
+LOSSES.register("entm", lambda lam=2.0: lambda z, y: entm_loss(z, y, lam), help="CE − λ·entropy")
 
 
 def resolve_loss(loss: str | LossFn, **kwargs: float) -> LossFn:

@@ -44,7 +44,12 @@ def register_pattern(regex: str, example: str, help: str) -> Callable[..., objec
 
 
 def build_attack(
-    name: str, threat: ThreatModel | None = None, *, norm: str = "linf", eps: float | None = None, **kwargs: object
+    name: str,
+    threat: ThreatModel | None = None,
+    *,
+    norm: str = "linf",
+    eps: float | None = None,
+    **kwargs: object,
 ) -> Attack:
     """Build attack ``name`` for ``threat`` (or ``norm``/``eps``); ``kwargs`` go to the factory.
 

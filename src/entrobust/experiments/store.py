@@ -1,0 +1,439 @@
+"""The results store: one embedded SQLite file per workspace (SPEC §6, STYLE rule 10).
+
+Every number a report shows is a row here, next to the exact configuration that produced it.
+Tables: ``runs`` (resolved config, hash, versions, status), ``epochs`` (per-epoch metrics),
+``evaluations`` (full attack spec, ε, accuracy), ``examples`` (per-example outcomes),
+``analyses`` (diagnostics as JSON) and ``artifacts`` (files such as checkpoints and plots).
+
+Safe with several processes writing at once: WAL journal, one short transaction per write,
+a busy timeout and a retry loop on ``database is locked``. The schema is versioned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from entrobust.errors import EntrobustError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    experiment TEXT,
+    preset TEXT,
+    dataset TEXT,
+    model TEXT,
+    seed INTEGER,
+    config TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    checkpoint TEXT,
+    summary TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    epoch INTEGER NOT NULL,
+    metrics TEXT NOT NULL,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    suite TEXT NOT NULL,
+    attack TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    norm TEXT NOT NULL,
+    eps REAL NOT NULL,
+    n INTEGER NOT NULL,
+    clean_acc REAL NOT NULL,
+    robust_acc REAL NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (run_id, suite, attack, norm, eps)
+);
+CREATE TABLE IF NOT EXISTS examples (
+    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),
+    idx INTEGER NOT NULL,
+    success INTEGER NOT NULL,
+    first_success INTEGER,
+    margin REAL,
+    loss REAL,
+    entropy REAL,
+    distance REAL,
+    PRIMARY KEY (evaluation_id, idx)
+);
+CREATE TABLE IF NOT EXISTS analyses (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    kind TEXT NOT NULL,
+    result TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (run_id, kind)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT REFERENCES runs(id),
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT,
+    created REAL NOT NULL,
+    UNIQUE (run_id, kind, path)
+);
+"""
+
+RUN_STATUSES = ("pending", "running", "done", "failed")
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Stable SHA-256 (hex, 16 chars) of a JSON-serializable configuration."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions recorded with every run."""
+    import platform
+
+    import numpy
+    import torch
+
+    from entrobust import __version__
+
+    return {
+        "entrobust": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of ``runs``."""
+
+    id: str
+    name: str
+    experiment: str | None
+    preset: str | None
+    dataset: str | None
+    model: str | None
+    seed: int | None
+    config: dict[str, Any]
+    config_hash: str
+    versions: dict[str, str]
+    status: str
+    checkpoint: str | None
+    summary: dict[str, Any]
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One row of ``evaluations``: robust accuracy of one attack (or ``worst-case``) at one ε."""
+
+    id: int
+    run_id: str
+    suite: str
+    attack: str
+    spec: dict[str, Any]
+    norm: str
+    eps: float
+    n: int
+    clean_acc: float
+    robust_acc: float
+
+
+class Store:
+    """Handle on a results database file (created with its schema on first use).
+
+    >>> store = Store(tmp / "results.sqlite")            # doctest: +SKIP
+    >>> rid = store.add_run({"preset": "ru/pat"}, name="pat-s0", seed=0)  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0, retries: int = 20) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self.retries = retries
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
+        self._write(self._init_schema)
+
+    # ----------------------------------------------------------- plumbing
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            con.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            con.execute("PRAGMA foreign_keys=ON")
+            con.row_factory = sqlite3.Row
+            yield con
+        finally:
+            con.close()
+
+    def _write(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(con, *args)`` in one IMMEDIATE transaction, retrying while the file is locked."""
+        delay = 0.01
+        for attempt in range(self.retries):
+            try:
+                with self._connect() as con:
+                    con.execute("BEGIN IMMEDIATE")
+                    try:
+                        out = fn(con, *args)
+                        con.execute("COMMIT")
+                        return out
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == self.retries - 1:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._connect() as con:
+            return list(con.execute(sql, params))
+
+    def _init_schema(self, con: sqlite3.Connection) -> None:
+        row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise EntrobustError(
+                f"{self.path}: results store has schema version {row[0]}, this entrobust reads "
+                f"up to {SCHEMA_VERSION}; upgrade entrobust"
+            )
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._read("SELECT value FROM meta WHERE key='schema_version'")[0][0])
+
+    # ---------------------------------------------------------------- runs
+    def add_run(
+        self,
+        config: Mapping[str, Any],
+        *,
+        name: str,
+        experiment: str | None = None,
+        preset: str | None = None,
+        dataset: str | None = None,
+        model: str | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """Insert the run for ``config`` if absent; return its id (the config hash + seed).
+
+        Idempotent: the same configuration and seed always map to the same run, so a resumed
+        experiment finds its finished runs instead of repeating them.
+        """
+        h = config_hash({"config": config, "seed": seed})
+        now = time.time()
+
+        def insert(con: sqlite3.Connection) -> str:
+            con.execute(
+                "INSERT OR IGNORE INTO runs (id, name, experiment, preset, dataset, model, seed, config,"
+                " config_hash, versions, status, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    h, name, experiment, preset, dataset, model, seed,
+                    json.dumps(config, sort_keys=True, default=str), h,
+                    json.dumps(library_versions()), "pending", now, now,
+                ),
+            )  # fmt: skip
+            return h
+
+        return str(self._write(insert))
+
+    def set_status(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        checkpoint: str | None = None,
+        summary: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Update a run's status (and optionally its checkpoint path and summary metrics)."""
+        if status not in RUN_STATUSES:
+            raise EntrobustError(f"unknown run status {status!r}; valid: {', '.join(RUN_STATUSES)}")
+
+        def update(con: sqlite3.Connection) -> None:
+            cur = con.execute(
+                "UPDATE runs SET status=?, checkpoint=COALESCE(?, checkpoint),"
+                " summary=COALESCE(?, summary), updated=? WHERE id=?",
+                (
+                    status,
+                    checkpoint,
+                    json.dumps(summary) if summary is not None else None,
+                    time.time(),
+                    run_id,
+                ),
+            )
+            if cur.rowcount == 0:
+                raise EntrobustError(f"no run with id {run_id!r} in {self.path}")
+
+        self._write(update)
+
+    def run(self, run_id: str) -> Run:
+        rows = self._read("SELECT * FROM runs WHERE id=?", (run_id,))
+        if not rows:
+            raise EntrobustError(f"no run with id {run_id!r} in {self.path}")
+        return _run(rows[0])
+
+    def runs(self, **filters: Any) -> list[Run]:
+        """Runs matching equality filters on columns (``status``, ``preset``, ``dataset``, ``model``,
+        ``experiment``, ``seed``, ``name``), oldest first."""
+        allowed = {"status", "preset", "dataset", "model", "experiment", "seed", "name"}
+        bad = set(filters) - allowed
+        if bad:
+            raise EntrobustError(f"unknown run filter {sorted(bad)}; valid: {', '.join(sorted(allowed))}")
+        where = " AND ".join(f"{k}=?" for k in filters if filters[k] is not None)
+        params = [v for v in filters.values() if v is not None]
+        sql = "SELECT * FROM runs" + (f" WHERE {where}" if where else "") + " ORDER BY created, id"
+        return [_run(r) for r in self._read(sql, params)]
+
+    # -------------------------------------------------------------- epochs
+    def add_epoch(self, run_id: str, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Record (or replace, on resume) the metrics of one epoch."""
+        self._write(
+            lambda con: con.execute(
+                "INSERT OR REPLACE INTO epochs VALUES (?,?,?)", (run_id, epoch, json.dumps(dict(metrics)))
+            )
+        )
+
+    def epochs(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._read("SELECT epoch, metrics FROM epochs WHERE run_id=? ORDER BY epoch", (run_id,))
+        return [{"epoch": r["epoch"], **json.loads(r["metrics"])} for r in rows]
+
+    # --------------------------------------------------------- evaluations
+    def add_evaluation(
+        self,
+        run_id: str,
+        *,
+        suite: str,
+        attack: str,
+        spec: Mapping[str, Any],
+        norm: str,
+        eps: float,
+        n: int,
+        clean_acc: float,
+        robust_acc: float,
+        examples: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Record one evaluation row (replacing an earlier one with the same key) and, optionally,
+        its per-example outcomes (dicts with ``idx``, ``success`` and optional ``first_success``,
+        ``margin``, ``loss``, ``entropy``, ``distance``). Returns the evaluation id."""
+
+        def insert(con: sqlite3.Connection) -> int:
+            old = con.execute(
+                "SELECT id FROM evaluations WHERE run_id=? AND suite=? AND attack=? AND norm=? AND eps=?",
+                (run_id, suite, attack, norm, float(eps)),
+            ).fetchone()
+            if old is not None:
+                con.execute("DELETE FROM examples WHERE evaluation_id=?", (old[0],))
+                con.execute("DELETE FROM evaluations WHERE id=?", (old[0],))
+            cur = con.execute(
+                "INSERT INTO evaluations (run_id, suite, attack, spec, norm, eps, n, clean_acc, robust_acc,"
+                " created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id, suite, attack, json.dumps(dict(spec), sort_keys=True, default=str), norm,
+                    float(eps), int(n), float(clean_acc), float(robust_acc), time.time(),
+                ),
+            )  # fmt: skip
+            eid = int(cur.lastrowid or 0)
+            if examples:
+                con.executemany(
+                    "INSERT INTO examples VALUES (?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            eid, int(e["idx"]), int(bool(e["success"])), e.get("first_success"),
+                            e.get("margin"), e.get("loss"), e.get("entropy"), e.get("distance"),
+                        )
+                        for e in examples
+                    ],
+                )  # fmt: skip
+            return eid
+
+        return int(self._write(insert))
+
+    def evaluations(self, run_id: str | None = None, **filters: Any) -> list[Evaluation]:
+        """Evaluation rows, optionally for one run and filtered by ``suite``/``attack``/``norm``/``eps``."""
+        allowed = {"suite", "attack", "norm", "eps"}
+        bad = set(filters) - allowed
+        if bad:
+            raise EntrobustError(
+                f"unknown evaluation filter {sorted(bad)}; valid: {', '.join(sorted(allowed))}"
+            )
+        clauses, params = [], []
+        if run_id is not None:
+            clauses.append("run_id=?")
+            params.append(run_id)
+        for k, v in filters.items():
+            clauses.append(f"{k}=?")
+            params.append(v)
+        sql = "SELECT * FROM evaluations" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        rows = self._read(sql + " ORDER BY id", params)
+        return [
+            Evaluation(
+                r["id"], r["run_id"], r["suite"], r["attack"], json.loads(r["spec"]), r["norm"], r["eps"],
+                r["n"], r["clean_acc"], r["robust_acc"],
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    def examples(self, evaluation_id: int) -> list[dict[str, Any]]:
+        rows = self._read("SELECT * FROM examples WHERE evaluation_id=? ORDER BY idx", (evaluation_id,))
+        return [dict(r) for r in rows]
+
+    # ------------------------------------------------- analyses, artifacts
+    def add_analysis(self, run_id: str, kind: str, result: Mapping[str, Any]) -> None:
+        """Record (or replace) the result of one analysis (``audit``, ``geometry``, ...) as JSON."""
+        self._write(
+            lambda con: con.execute(
+                "INSERT OR REPLACE INTO analyses (run_id, kind, result, created) VALUES (?,?,?,?)",
+                (run_id, kind, json.dumps(dict(result), default=str), time.time()),
+            )
+        )
+
+    def analysis(self, run_id: str, kind: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT result FROM analyses WHERE run_id=? AND kind=?", (run_id, kind))
+        return json.loads(rows[0]["result"]) if rows else None
+
+    def add_artifact(self, run_id: str | None, kind: str, path: str | Path) -> None:
+        """Record a file produced for a run (checkpoint, plot, report) with its SHA-256."""
+        p = Path(path)
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        self._write(
+            lambda con: con.execute(
+                "INSERT OR REPLACE INTO artifacts (run_id, kind, path, sha256, created) VALUES (?,?,?,?,?)",
+                (run_id, kind, str(p), digest, time.time()),
+            )
+        )
+
+    def artifacts(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        if run_id is None:
+            return [dict(r) for r in self._read("SELECT * FROM artifacts ORDER BY id")]
+        return [dict(r) for r in self._read("SELECT * FROM artifacts WHERE run_id=? ORDER BY id", (run_id,))]
+
+
+def _run(r: sqlite3.Row) -> Run:
+    return Run(
+        id=r["id"], name=r["name"], experiment=r["experiment"], preset=r["preset"], dataset=r["dataset"],
+        model=r["model"], seed=r["seed"], config=json.loads(r["config"]), config_hash=r["config_hash"],
+        versions=json.loads(r["versions"]), status=r["status"], checkpoint=r["checkpoint"],
+        summary=json.loads(r["summary"]), created=r["created"], updated=r["updated"],
+    )  # fmt: skip

@@ -1,0 +1,100 @@
+"""Results store: idempotent runs, round trips, schema version, two writers losing nothing."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from entrobust.errors import EntrobustError
+from entrobust.experiments.store import SCHEMA_VERSION, Store, config_hash
+
+
+def test_run_is_idempotent_and_keyed_by_config_and_seed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    a = store.add_run({"preset": "ru/pat", "lr": 0.1}, name="pat", seed=0)
+    assert store.add_run({"lr": 0.1, "preset": "ru/pat"}, name="pat", seed=0) == a  # key order irrelevant
+    assert store.add_run({"preset": "ru/pat", "lr": 0.1}, name="pat", seed=1) != a
+    assert len(store.runs()) == 2
+    assert store.run(a).status == "pending"
+    assert store.run(a).versions["entrobust"]
+
+
+def test_status_epochs_evaluations_round_trip(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    rid = store.add_run({"x": 1}, name="x", preset="p", seed=3)
+    store.set_status(rid, "done", checkpoint="ck", summary={"clean": 0.5})
+    store.add_epoch(rid, 0, {"loss": 2.0})
+    store.add_epoch(rid, 1, {"loss": 1.0})
+    store.add_epoch(rid, 1, {"loss": 0.5})  # a resumed epoch replaces, never duplicates
+    assert [e["loss"] for e in store.epochs(rid)] == [2.0, 0.5]
+    ex = [{"idx": i, "success": i % 2 == 0, "margin": float(i)} for i in range(4)]
+    eid = store.add_evaluation(
+        rid, suite="quick", attack="pgd", spec={"steps": 10}, norm="linf", eps=0.3, n=4,
+        clean_acc=1.0, robust_acc=0.5, examples=ex,
+    )  # fmt: skip
+    (ev,) = store.evaluations(rid, attack="pgd")
+    assert (ev.id, ev.robust_acc, ev.spec) == (eid, 0.5, {"steps": 10})
+    assert [e["success"] for e in store.examples(eid)] == [1, 0, 1, 0]
+    run = store.runs(status="done", preset="p")[0]
+    assert (run.checkpoint, run.summary, run.seed) == ("ck", {"clean": 0.5}, 3)
+    store.add_analysis(rid, "audit", {"checks": 3})
+    assert store.analysis(rid, "audit") == {"checks": 3}
+    assert store.analysis(rid, "nothing") is None
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    with pytest.raises(EntrobustError, match="unknown run status"):
+        store.set_status("nope", "finished")
+    with pytest.raises(EntrobustError, match="no run with id"):
+        store.set_status("nope", "done")
+    with pytest.raises(EntrobustError, match="unknown run filter"):
+        store.runs(colour="red")
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    assert Store(path).schema_version == SCHEMA_VERSION
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    con.commit()
+    con.close()
+    with pytest.raises(EntrobustError, match="schema version"):
+        Store(path)
+
+
+def _writer(path: str, worker: int, n: int) -> None:
+    store = Store(path, timeout=5.0, retries=100)
+    rid = store.add_run({"worker": worker}, name=f"w{worker}", seed=worker)
+    for i in range(n):
+        store.add_epoch(rid, i, {"worker": worker, "i": i})
+        store.add_evaluation(
+            rid, suite="s", attack=f"a{i}", spec={}, norm="linf", eps=0.1, n=1, clean_acc=1.0, robust_acc=0.0,
+            examples=[{"idx": 0, "success": True}],
+        )  # fmt: skip
+
+
+def test_two_processes_writing_lose_no_rows(tmp_path: Path) -> None:
+    path = str(tmp_path / "r.sqlite")
+    Store(path)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w, 40)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    store = Store(path)
+    runs = store.runs()
+    assert len(runs) == 2
+    for run in runs:
+        assert len(store.epochs(run.id)) == 40
+        assert len(store.evaluations(run.id)) == 40
+
+
+def test_config_hash_is_order_independent() -> None:
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
