@@ -108,7 +108,10 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     """
     net = model.net if isinstance(model, NormalizedModel) else model
     if isinstance(model, NormalizedModel) and model.spec.get("name"):
-        spec: dict[str, Any] = {k: _to_json_value(v) for k, v in model.spec.items()}
+        try:
+            spec: dict[str, Any] = _to_json_value(dict(model.spec))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"model spec of {model.spec['name']!r} is not JSON-able: {err}") from None
     else:
         spec = {"name": None, "num_classes": None, "kwargs": {}}
         if isinstance(model, NormalizedModel):
@@ -161,9 +164,8 @@ def _jsonable(obj: Any) -> Any:
         return str(obj)
     if isinstance(obj, Tensor):
         return obj.item() if obj.numel() == 1 else obj.tolist()
-    for attr in ("item", "tolist"):  # numpy scalars and arrays, without importing numpy
-        if hasattr(obj, attr) and type(obj).__module__ == "numpy":
-            return getattr(obj, "tolist")()
+    if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):  # scalars and arrays
+        return obj.tolist()
     raise TypeError(f"value of type {type(obj).__name__} is not JSON-serializable")
 
 
@@ -282,8 +284,11 @@ def read_checkpoint_metadata(path: PathLike) -> dict[str, Any]:
 
 
 def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _read_safetensors(path: Path, device: Device = "cpu") -> dict[str, Tensor]:
@@ -456,6 +461,16 @@ def _strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return state
 
 
+def _pickle_reason(err: Exception) -> str:
+    """The informative line of torch's weights-only error (e.g. which global was refused)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for ln in lines:
+        if "Unsupported" in ln or "WeightsUnpickler error" in ln:
+            reason = ln.removeprefix("WeightsUnpickler error:").strip()
+            return reason.split(" was not an allowed global")[0][:200]
+    return (lines[0] if lines else type(err).__name__)[:200]
+
+
 def load_foreign_weights(
     path: PathLike,
     model: nn.Module | None = None,
@@ -486,11 +501,10 @@ def load_foreign_weights(
         try:
             obj = torch.load(source, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(
                 f"refusing to unpickle {source}: it contains objects that are not plain tensors "
-                f"and loading it could run arbitrary code ({first[:300]}). Re-save only its "
-                "state_dict from code you trust."
+                f"and loading it could run arbitrary code ({_pickle_reason(err)}). Re-save only "
+                "its state_dict from code you trust."
             ) from None
         except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
             raise CheckpointError(f"corrupt or unreadable weights file {source}: {err}") from None
