@@ -89,6 +89,10 @@ class Attack(ABC):
 
     name: str = "attack"
     targeted: bool = False
+    #: iteration number of the point ``_search`` returns; an example whose success is first seen
+    #: there (``first`` = −1 from the search, success at ``x_adv``) is reported at this iteration.
+    #: −1 (default) means the attack does not count iterations.
+    final_iteration: int = -1
 
     def __init__(self, threat: ThreatModel, *, model_mode: ModelMode = "eval", seed: int | None = None):
         if not isinstance(threat, ThreatModel):
@@ -196,6 +200,10 @@ class Attack(ABC):
         success = pred.eq(target) if target is not None else pred.ne(y)
         if first is None:
             first = torch.full_like(y, -1)
+        else:  # first success refers to the returned point: -1 wherever it is not a success
+            first = first.to(device=y.device, dtype=torch.long)
+            first = torch.where(first.lt(0), torch.full_like(first, self.final_iteration), first)
+            first = torch.where(success, first, torch.full_like(first, -1))
         return AttackResult(
             x_adv=x_adv,
             success=success,

@@ -120,28 +120,38 @@ class ThreatModel:
         return out
 
     def random_start(
-        self, x: Tensor, kind: str = "uniform", sigma: float = 0.001, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        kind: str = "uniform",
+        sigma: float = 0.001,
+        generator: torch.Generator | None = None,
+        shared: bool = False,
     ) -> Tensor:
         """A random point near ``x``: ``none`` (x itself), ``uniform`` in the ε-ball, or
-        ``gaussian`` x + σ·N(0, I); always projected into the threat model."""
+        ``gaussian`` x + σ·N(0, I); always projected into the threat model.
+
+        ``shared=True`` draws one noise pattern and uses it (scaled by each example's ε) for every
+        example, so a seeded attack gives example i the same start alone or inside any batch.
+        """
         if kind == "none":
             return x.clone()
+        shape = (1, *x.shape[1:]) if shared else tuple(x.shape)
         if kind == "uniform":
             eps = self.eps_for(x)
             if self.norm == "linf":
-                u = torch.rand(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+                u = torch.rand(shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
                 delta = (2 * u - 1) * eps
             else:
-                g = torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
-                g = g / (_view(flat_norm(g, "l2"), x) + _TINY)
+                g = torch.randn(shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+                g = g / (_view(flat_norm(g, "l2"), g) + _TINY)
                 d = x[0].numel()
-                r = torch.rand(x.shape[0], generator=generator, device="cpu", dtype=x.dtype).to(x.device)
-                delta = g * _view(r.pow(1.0 / d), x) * eps
+                r = torch.rand(shape[0], generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+                delta = g * _view(r.pow(1.0 / d), g) * eps
             return self.project(x + delta, x)
         if kind == "gaussian":
             if sigma < 0:
                 raise ConfigError(f"gaussian start sigma must be >= 0, got {sigma}")
-            g = torch.randn(x.shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+            g = torch.randn(shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
             return self.project(x + sigma * g, x)
         raise ConfigError(f"unknown random start {kind!r}; valid: none, uniform, gaussian")
 
