@@ -26,7 +26,7 @@ from entrobust.data.datasets import (
     load_dataset,
     per_class_holdout,
 )
-from entrobust.data.download import SOURCES, RemoteFile, download, download_file
+from entrobust.data.downloader import SOURCES, RemoteFile, download, download_file
 from entrobust.data.fake import make_fake_dataset
 from entrobust.data.info import DATASET_INFO, DatasetInfo
 from entrobust.data.loader import BatchLoader

@@ -25,7 +25,7 @@ import numpy as np
 
 from entrobust.errors import DataError
 
-__all__ = ["SafeUnpickler", "read_cifar_archive", "read_cifar_batch", "safe_load_pickle"]
+__all__ = ["SafeUnpickler", "UnsafePickleError", "read_cifar_archive", "read_cifar_batch", "safe_load_pickle"]
 
 _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -33,10 +33,17 @@ _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        # protocol-5 pickles of arrays (NumPy >= 1.16): frombuffer(...).reshape(...); no object dtype
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
         # Python 3 pickles ``bytes`` at protocol <= 2 as _codecs.encode(str, "latin1"); harmless.
         ("_codecs", "encode"),
     }
 )
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle references a global that :class:`SafeUnpickler` does not allow."""
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -50,16 +57,25 @@ class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} (not a NumPy array part)")
+        raise UnsafePickleError(f"refusing to load global {module}.{name} (not a NumPy array part)")
 
 
 def safe_load_pickle(f: IO[bytes], source: str) -> Any:
     """Unpickle ``f`` with :class:`SafeUnpickler`; any failure becomes a :class:`DataError`."""
     try:
         return SafeUnpickler(f, encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
-        raise DataError(f"{source}: unsafe or corrupt pickle: {exc}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, zlib.error) as exc:
+    except UnsafePickleError as exc:
+        raise DataError(f"{source}: unsafe pickle refused: {exc}") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        zlib.error,
+    ) as exc:
         raise DataError(f"{source}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from None
 
 

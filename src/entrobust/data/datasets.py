@@ -127,7 +127,9 @@ def carve_validation(y: torch.Tensor, val_size: int, seed: int) -> tuple[torch.T
     """
     n = int(y.shape[0])
     if not 0 < val_size < n:
-        raise ConfigError(f"val_size must be in [1, {n - 1}] for a train split of {n} examples, got {val_size}")
+        raise ConfigError(
+            f"val_size must be in [1, {n - 1}] for a train split of {n} examples, got {val_size}"
+        )
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g)
     counts = torch.bincount(y, minlength=int(y.max()) + 1).double()
@@ -142,7 +144,7 @@ def carve_validation(y: torch.Tensor, val_size: int, seed: int) -> tuple[torch.T
     # stable sort of the permutation by class keeps the random order within each class
     by_class = perm[torch.sort(y[perm], stable=True).indices]
     starts = torch.cumsum(counts.long(), 0) - counts.long()
-    picks = [by_class[int(s) : int(s) + int(q)] for s, q in zip(starts, quota) if q > 0]
+    picks = [by_class[int(s) : int(s) + int(q)] for s, q in zip(starts, quota, strict=True) if q > 0]
     val = torch.sort(torch.cat(picks)).values
     mask = torch.ones(n, dtype=torch.bool)
     mask[val] = False
@@ -163,7 +165,7 @@ def load_dataset(
     :func:`carve_validation` (class-stratified, seeded by ``seed``); with ``val_size > 0`` the
     same examples are removed from ``split="train"``, so the two never overlap. ``root`` defaults
     to :func:`default_root`; with ``download=True`` missing files are fetched by
-    :func:`entrobust.data.download.download` first.
+    :func:`entrobust.data.downloader.download` first.
 
     Images come back as uint8 for 8-bit sources (``.to_float()`` gives [0, 1]) and float32 in
     [0, 1] otherwise. Raises :class:`DataError` for missing or bad files, :class:`ConfigError`
@@ -183,7 +185,7 @@ def load_dataset(
     except MissingFileError:
         if not download:
             raise
-        from entrobust.data.download import download as fetch
+        from entrobust.data.downloader import download as fetch
 
         fetch(name, base)
         data = loader(raw_split, base)
@@ -272,7 +274,9 @@ def _load_idx(name: str, split: str, root: Path | None) -> TensorData:
     if images.dtype != np.uint8 or labels.dtype != np.uint8:
         raise DataError(f"{img_path}: expected unsigned-byte IDX data, got {images.dtype} / {labels.dtype}")
     if images.shape[0] != labels.shape[0]:
-        raise DataError(f"{img_path} has {images.shape[0]} images but {lab_path} has {labels.shape[0]} labels")
+        raise DataError(
+            f"{img_path} has {images.shape[0]} images but {lab_path} has {labels.shape[0]} labels"
+        )
     y = labels.astype(np.int64)
     if y.size and y.max() >= 10:
         raise DataError(f"{lab_path}: labels must be in [0, 10), found {np.unique(y[y >= 10])[:10].tolist()}")
@@ -304,7 +308,12 @@ _CIFAR = {
         {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
         "labels",
     ),
-    "cifar100": ("cifar-100-python", "cifar-100-python.tar.gz", {"train": ["train"], "test": ["test"]}, "fine_labels"),
+    "cifar100": (
+        "cifar-100-python",
+        "cifar-100-python.tar.gz",
+        {"train": ["train"], "test": ["test"]},
+        "fine_labels",
+    ),
 }
 
 

@@ -56,7 +56,11 @@ def _batch_bytes(images: np.ndarray, labels: np.ndarray, label_key: str, batch_l
 
 
 def write_cifar_batch(
-    path: str | Path, images: np.ndarray, labels: np.ndarray, label_key: str = "labels", batch_label: str = "batch"
+    path: str | Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    label_key: str = "labels",
+    batch_label: str = "batch",
 ) -> Path:
     """Write one CIFAR python batch (pickled dict with ``data`` N×3072 and ``labels``)."""
     path = Path(path)
@@ -118,7 +122,13 @@ def write_svhn_mat(path: str | Path, images: np.ndarray, labels: np.ndarray) -> 
 
 
 def make_fake_dataset(
-    name: str, root: str | Path, n_train: int = 50, n_test: int = 20, *, seed: int = 0, compressed: bool = True
+    name: str,
+    root: str | Path,
+    n_train: int = 50,
+    n_test: int = 20,
+    *,
+    seed: int = 0,
+    compressed: bool = True,
 ) -> Path:
     """Random images with balanced labels in the official format of ``name``, under ``root/<name>``.
 

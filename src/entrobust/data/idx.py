@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from entrobust.errors import DataError
 
 __all__ = ["read_bytes", "read_idx"]
 
-_DTYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+_DTYPES: dict[int, np.dtype[Any]] = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
            0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}  # fmt: skip
 
 
@@ -33,7 +34,9 @@ def read_bytes(path: Path) -> bytes:
                 return f.read()
         return path.read_bytes()
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: truncated or corrupt gzip file ({exc}); delete it and download again") from None
+        raise DataError(
+            f"{path}: truncated or corrupt gzip file ({exc}); delete it and download again"
+        ) from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
 

@@ -68,7 +68,9 @@ class BatchLoader:
         if seed < 0:
             raise ConfigError(f"seed must be >= 0, got {seed}")
         if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ConfigError(f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}")
+            raise ConfigError(
+                f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}"
+            )
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle

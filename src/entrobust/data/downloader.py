@@ -80,10 +80,12 @@ SOURCES: dict[str, tuple[RemoteFile, ...]] = {
     "mnist": _mirrored(_MNIST_MIRRORS, _MNIST_FILES),
     "fashion-mnist": _mirrored(_FASHION_MIRRORS, _FASHION_FILES),
     "cifar10": _mirrored(
-        ("https://www.cs.toronto.edu/~kriz/",), (("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),)
+        ("https://www.cs.toronto.edu/~kriz/",),
+        (("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
     ),
     "cifar100": _mirrored(
-        ("https://www.cs.toronto.edu/~kriz/",), (("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),)
+        ("https://www.cs.toronto.edu/~kriz/",),
+        (("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),),
     ),
     "svhn": _mirrored(
         ("http://ufldl.stanford.edu/housenumbers/",),
@@ -225,7 +227,13 @@ def download_file(
             except _Permanent as exc:
                 errors.append(f"{url}: {exc}")
                 break
-            except (_Transient, urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+            except (
+                _Transient,
+                urllib.error.URLError,
+                http.client.HTTPException,
+                ConnectionError,
+                TimeoutError,
+            ) as exc:
                 errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
                 attempt += 1
                 if attempt <= retries:
