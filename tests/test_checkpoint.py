@@ -148,6 +148,21 @@ def test_custom_network_inside_normalized_model(tmp_path: Path) -> None:
     assert torch.equal(_outputs(fresh, x), _outputs(model, x))
 
 
+def test_parallel_wrappers_are_saved_and_loaded_unwrapped(tmp_path: Path) -> None:
+    torch.manual_seed(6)
+    inner = create_model("cnn4", dataset="mnist5k")
+    save_checkpoint(tmp_path / "dp", nn.DataParallel(inner))  # no GPU needed to wrap
+    meta = read_checkpoint_metadata(tmp_path / "dp")
+    assert meta["model"]["name"] == "cnn4"
+    loaded, _ = load_checkpoint(tmp_path / "dp")  # plain keys: loads without the wrapper
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(_outputs(loaded, x), _outputs(inner, x))
+    target = nn.DataParallel(create_model("cnn4", dataset="mnist5k"))
+    back, _ = load_checkpoint(tmp_path / "dp", target)
+    assert back is target
+    assert torch.equal(_outputs(target.module, x), _outputs(inner, x))
+
+
 def test_extra_tensors_and_rich_metadata(tmp_path: Path) -> None:
     model = create_model("cnn4")
     ema = {"ema.fc2.weight": torch.randn(10, 50)}

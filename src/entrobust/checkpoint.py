@@ -51,6 +51,7 @@ __all__ = [
     "model_spec",
     "read_checkpoint_metadata",
     "save_checkpoint",
+    "unwrap_model",
 ]
 
 FORMAT = "entrobust-checkpoint"
@@ -98,6 +99,21 @@ def checkpoint_paths(path: PathLike) -> tuple[Path, Path]:
     return Path(f"{stem}.safetensors"), Path(f"{stem}.json")
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside ``DataParallel`` / ``DistributedDataParallel`` / ``torch.compile`` wrappers.
+
+    Checkpoints always hold the plain model, so a run saved under DDP loads into a single
+    process and vice versa.
+    """
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            inner = model.module
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 def model_spec(model: nn.Module) -> dict[str, Any]:
     """What a checkpoint records about ``model``'s architecture.
 
@@ -106,6 +122,7 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     ``name`` is ``None`` and the class name identifies it; ``num_classes`` comes from a
     ``num_classes`` attribute when the module has one.
     """
+    model = unwrap_model(model)
     net = model.net if isinstance(model, NormalizedModel) else model
     if isinstance(model, NormalizedModel) and model.spec.get("name"):
         try:
@@ -217,6 +234,7 @@ def save_checkpoint(
             serialized. Nothing is written in that case.
     """
     weights_path, json_path = checkpoint_paths(path)
+    model = unwrap_model(model)
     user = dict(metadata or {})
     clash = sorted(_RESERVED & user.keys())
     if clash:
@@ -413,10 +431,12 @@ def load_checkpoint(
     if expect:
         _check_expect(meta, expect, json_path)
     rebuilt = model is None
+    given = model
     if model is None:
         model = _rebuild(spec, json_path).to(map_location)
         device: Device = map_location
     else:
+        model = unwrap_model(model)
         _check_same_architecture(spec, model_spec(model), json_path)
         first = next(iter(model.state_dict().values()), None)
         device = first.device if first is not None else map_location
@@ -425,7 +445,7 @@ def load_checkpoint(
     load_weights(model, weights, source=str(weights_path))
     if rebuilt:
         model.eval()
-    return model, meta
+    return (given if given is not None else model), meta
 
 
 def load_extra_tensors(path: PathLike, *, map_location: Device = "cpu") -> dict[str, Tensor]:
@@ -519,8 +539,8 @@ def load_foreign_weights(
                 renamed[new] = v
         state = renamed
     if model is not None:
-        target = model
-        if isinstance(model, NormalizedModel) and "normalize.mean" not in state:
-            target = model.net
+        target = unwrap_model(model)
+        if isinstance(target, NormalizedModel) and "normalize.mean" not in state:
+            target = target.net
         load_weights(target, state, source=str(source))
     return state
