@@ -1,0 +1,480 @@
+"""``evaluate``: robust accuracy as the per-example worst case over a suite of attacks and ε.
+
+How the cascade works (SPEC §3 conventions, §8; AutoAttack's ``run_standard_evaluation`` in
+``fra31/auto-attack`` does the same for one ε):
+
+1. Clean pass: examples the model already misclassifies are not attacked.
+2. The ε values are visited in ascending order; at each ε the suite's rows run in order.
+   Row r at ε attacks only examples that are still robust: correct, and not fooled by an earlier
+   row at this ε nor by any row at a smaller ε (the ε-balls are nested, so an example fooled at ε
+   is fooled at every larger ε and is never attacked again).
+3. An example is robust at ε when no row at any ε' ≤ ε fooled it.
+
+``mode="independent"`` instead runs every row on every clean-correct example (the papers'
+per-row tables, e.g. RU Table 1), and still reports the worst case.
+
+Determinism and resume: the examples a step attacks are a pure function of earlier results, they
+are split into fixed batches, and each (ε, row, batch) chunk runs with a seed derived from
+(seed, ε, row label, batch index) — both the attack's own ``seed`` and torch's global RNG. An
+interrupted run resumed from ``state_path`` therefore reproduces a straight run exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import entrobust
+from entrobust.attacks.base import Attack, entropy_of, frozen, margin_of
+from entrobust.attacks.threat import NORMS, ThreatModel
+from entrobust.errors import ConfigError, DataError
+from entrobust.evaluation.result import CLEAN_FIELDS, STEP_FIELDS, EvalResult, Step, format_eps
+from entrobust.evaluation.state import EvalState
+from entrobust.evaluation.suites import Suite, SuiteEntry, get_suite
+
+__all__ = ["build_plan", "chunk_seed", "evaluate", "model_fingerprint"]
+
+Mode = Literal["cascade", "independent"]
+DataLike = Any  # TensorData | tuple[Tensor, Tensor] | str (dataset name → test split)
+_KEY = 1e-10  # ε values closer than this are the same column
+
+
+# ------------------------------------------------------------------------------ inputs
+def _as_data(data: DataLike) -> tuple[Tensor, Tensor, str | None]:
+    """(x float32 in [0,1] on CPU, y int64, dataset name)."""
+    from entrobust.data.tensordata import TensorData
+
+    if isinstance(data, str):
+        from entrobust.data import load_dataset
+
+        data = load_dataset(data, "test")
+    if isinstance(data, TensorData):
+        d = data.to_float()
+        return d.x, d.y, data.name
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+            raise DataError("data must be (x, y) tensors, a TensorData or a dataset name")
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        if x.dim() < 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+            raise DataError(f"data: x {tuple(x.shape)} and y {tuple(y.shape)} do not match (need N×... and N)")
+        if not x.is_floating_point():
+            raise DataError(f"data: images must be float in [0, 1] or uint8, got {x.dtype}")
+        if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+            raise DataError("data: images must lie in [0, 1] (normalization belongs inside the model)")
+        return x.detach().cpu().float(), y.detach().cpu().long(), None
+    raise DataError(f"data must be (x, y), a TensorData or a dataset name, got {type(data).__name__}")
+
+
+def _as_model(model: nn.Module | str | os.PathLike[str]) -> tuple[nn.Module, str | None]:
+    if isinstance(model, nn.Module):
+        return model, None
+    from entrobust.checkpoint import load_checkpoint
+
+    m, meta = load_checkpoint(model)
+    spec = meta.get("model", {}) if isinstance(meta, dict) else {}
+    return m, spec.get("dataset") or meta.get("dataset")
+
+
+def _eps_list(eps: float | Sequence[float] | None) -> list[float]:
+    if eps is None:
+        return []
+    vals = [float(eps)] if isinstance(eps, (int, float)) else [float(e) for e in eps]
+    for e in vals:
+        if not math.isfinite(e) or e < 0:
+            raise ConfigError(f"eps must be finite and >= 0, got {e}")
+    return vals
+
+
+def build_plan(suite: Suite, eps: Sequence[float], norm: str) -> tuple[list[float], list[Step]]:
+    """The ε columns (ascending) and the ordered (ε, row) steps of the cascade.
+
+    Rows without a fixed ε run at every value of ``eps``; rows with one (RU names) run only there.
+    """
+    if norm not in NORMS:
+        raise ConfigError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+    free = sorted({round(e / _KEY) for e in eps})
+    fixed = {round(e.eps / _KEY) for e in suite.entries if e.eps is not None}
+    if suite.needs_eps and not free:
+        rows = ", ".join(e.label for e in suite.entries if e.eps is None)
+        raise ConfigError(f"suite {suite.name!r} needs eps values for rows without a fixed eps ({rows})")
+    keys = sorted(set(free) | fixed)
+    cols = [k * _KEY for k in keys]
+    steps: list[Step] = []
+    for j, k in enumerate(keys):
+        for r, entry in enumerate(suite.entries):
+            runs = (entry.eps is None and k in free) or (entry.eps is not None and round(entry.eps / _KEY) == k)
+            if runs:
+                e = entry.eps if entry.eps is not None else cols[j]
+                steps.append(Step(len(steps), float(e), j, r, entry.label, entry.norm or norm))
+    return cols, steps
+
+
+def chunk_seed(seed: int, eps: float, label: str, batch: int) -> int:
+    """The seed of one (ε, row, batch) chunk: independent of when a run was interrupted."""
+    keys = [seed, zlib.crc32(label.encode()), round(eps * 1e9), batch]
+    return int(np.random.SeedSequence(keys).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _tensor_bytes(t: Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the model's class and ``state_dict`` (names, dtypes, shapes, values)."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, t in model.state_dict().items():
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _data_fingerprint(x: Tensor, y: Tensor, indices: Tensor) -> str:
+    h = hashlib.sha256()
+    for t in (x, y, indices):
+        h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        from entrobust.runtime import select_device
+
+        return select_device(str(device))
+    p = next(iter(model.parameters()), None)
+    if p is None:
+        b = next(iter(model.buffers()), None)
+        return b.device if b is not None else torch.device("cpu")
+    return p.device
+
+
+def _build_attack(entry: SuiteEntry, eps: float, norm: str) -> Attack:
+    threat = ThreatModel(norm, eps)
+    if isinstance(entry.attack, str):
+        from entrobust.attacks.registry import build_attack
+
+        attack = build_attack(entry.attack, threat, **dict(entry.kwargs))
+    else:
+        attack = entry.attack(threat, **dict(entry.kwargs))
+    if not isinstance(attack, Attack):
+        raise ConfigError(f"suite row {entry.label!r} did not build an Attack (got {type(attack).__name__})")
+    if attack.targeted:
+        raise ConfigError(
+            f"suite row {entry.label!r}: {type(attack).__name__} is targeted and needs target classes; "
+            "use an attack that picks its own targets (apgd-t, fab-t)"
+        )
+    return attack
+
+
+# ------------------------------------------------------------------------------ records
+def _empty_records(s: int, n: int) -> dict[str, Tensor]:
+    nan = torch.full((s, n), math.nan)
+    return {
+        "ran": torch.zeros(s, n, dtype=torch.bool),
+        "success": torch.zeros(s, n, dtype=torch.bool),
+        "first_success": torch.full((s, n), -1, dtype=torch.long),
+        "margin": nan.clone(),
+        "loss": nan.clone(),
+        "entropy": nan.clone(),
+        "distance": nan.clone(),
+    }
+
+
+@torch.no_grad()
+def _clean_pass(model: nn.Module, x: Tensor, y: Tensor, bs: int, device: torch.device) -> dict[str, Tensor]:
+    out = {k: [] for k in CLEAN_FIELDS}  # type: dict[str, list[Tensor]]
+    with frozen(model, "eval"):
+        for i in range(0, x.shape[0], bs):
+            xb, yb = x[i : i + bs].to(device), y[i : i + bs].to(device)
+            logits = model(xb).float()
+            out["clean_correct"].append(logits.argmax(1).eq(yb).cpu())
+            out["clean_margin"].append(margin_of(logits, yb).cpu())
+            out["clean_loss"].append(F.cross_entropy(logits, yb, reduction="none").cpu())
+            out["clean_entropy"].append(entropy_of(logits).cpu())
+    if x.shape[0] == 0:
+        return {
+            "clean_correct": torch.zeros(0, dtype=torch.bool),
+            **{k: torch.zeros(0) for k in CLEAN_FIELDS[1:]},
+        }
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _targets(clean_correct: Tensor, broken: Tensor, step: int, mode: Mode) -> Tensor:
+    """Positions (ascending) the step attacks, as a function of results before ``step``."""
+    if mode == "independent":
+        return clean_correct.nonzero().flatten()
+    alive = (broken < 0) | (broken >= step)
+    return (clean_correct & alive).nonzero().flatten()
+
+
+def _check_threat(res_x: Tensor, x: Tensor, eps: float, norm: str, label: str) -> Tensor:
+    dist = ThreatModel(norm, eps).distance(res_x, x)
+    tol = 1e-5 * max(1.0, eps) + 1e-6
+    if bool((dist > eps + tol).any()) or float(res_x.min()) < -1e-6 or float(res_x.max()) > 1 + 1e-6:
+        raise RuntimeError(f"attack {label!r} left its threat model (max ‖δ‖ {float(dist.max()):.6g} > ε {eps:g})")
+    return dist
+
+
+# ------------------------------------------------------------------------------ main entry
+def evaluate(
+    model: nn.Module | str | os.PathLike[str],
+    data: DataLike,
+    suite: str | Suite | Sequence[SuiteEntry] = "quick",
+    eps: float | Sequence[float] | None = None,
+    norm: str = "linf",
+    *,
+    batch_size: int = 250,
+    max_examples: int | None = None,
+    device: str | torch.device | None = None,
+    state_path: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    seed: int = 0,
+    keep_examples: bool = True,
+    mode: Mode = "cascade",
+    dataset: str | None = None,
+) -> EvalResult:
+    """Evaluate ``model`` on ``data`` under ``suite`` at every ``eps``; see the module docstring.
+
+    Args:
+        model: any ``nn.Module`` taking [0, 1] images (normalization inside), or a checkpoint path.
+        data: a :class:`~entrobust.data.TensorData`, an ``(x, y)`` pair (float [0, 1] or uint8
+            images) or a dataset name (its test split).
+        suite: a registered suite name, a custom suite string (``"pgd:steps=40,fgsm"``), a
+            :class:`Suite` or a list of :class:`SuiteEntry`.
+        eps: ε values (pixel units; any order). ``None``: the suite's default for the dataset.
+            Rows with a fixed ε (RU names) ignore it.
+        norm: norm of rows that do not fix their own.
+        batch_size: examples per attack call.
+        max_examples: evaluate a seeded random subset of this size (kept in dataset order);
+            random rather than the first N because some splits are sorted by class.
+        device: where the model runs (default: where its parameters are); the model is moved.
+        state_path: directory for resume state; rerunning with the same arguments continues.
+        progress: show a tqdm bar on stderr with the current robust accuracy.
+        seed: base seed of the subset and of every chunk's attack randomness.
+        keep_examples: keep the adversarial examples found (``EvalResult.adv_x``).
+        mode: ``"cascade"`` (default) or ``"independent"`` (every row on every correct example).
+        dataset: dataset name for suite variants and default ε (default: from ``data`` or the
+            checkpoint).
+
+    Returns:
+        :class:`EvalResult`. Raises :class:`ConfigError` for bad arguments, an unknown suite or a
+        resume state made with other arguments; :class:`DataError` for bad data.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if mode not in ("cascade", "independent"):
+        raise ConfigError(f"mode must be 'cascade' or 'independent', got {mode!r}")
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
+    net, ckpt_dataset = _as_model(model)
+    x_all, y_all, data_name = _as_data(data)
+    dataset = dataset or ckpt_dataset or data_name
+    the_suite = get_suite(suite, dataset)
+    eps_values = _eps_list(eps)
+    if not eps_values and the_suite.needs_eps:
+        eps_values = list(the_suite.default_eps(dataset) or [])
+    cols, steps = build_plan(the_suite, eps_values, norm)
+
+    n_all = int(y_all.shape[0])
+    if max_examples is not None and max_examples < 1:
+        raise ConfigError(f"max_examples must be >= 1, got {max_examples}")
+    if max_examples is not None and max_examples < n_all:
+        g = torch.Generator().manual_seed(seed)
+        indices = torch.randperm(n_all, generator=g)[:max_examples].sort().values
+    else:
+        indices = torch.arange(n_all)
+    x, y = x_all[indices], y_all[indices]
+    n = int(y.shape[0])
+
+    dev = _device_of(net, device)
+    net.to(dev)
+    fp = {
+        "model": model_fingerprint(net),
+        "data": _data_fingerprint(x, y, indices),
+        "suite": the_suite.describe(),
+        "eps": [repr(e) for e in cols],
+        "steps": [s.to_dict() for s in steps],
+        "norm": norm,
+        "mode": mode,
+        "batch_size": batch_size,
+        "seed": seed,
+        "keep_examples": keep_examples,
+    }
+    state = EvalState(state_path, fp) if state_path is not None else None
+
+    records = _empty_records(len(steps), n)
+    broken = torch.full((n,), -1, dtype=torch.long)
+    seconds = [0.0] * len(steps)
+    adv_x = torch.zeros_like(x) if keep_examples else None
+    clean: dict[str, Tensor] | None = None
+    start_step, start_chunk = 0, 0
+
+    if state is not None:
+        state.open()
+        loaded = state.load()
+        if loaded is not None:
+            tensors, prog = loaded
+            clean = {k: tensors[k] for k in CLEAN_FIELDS}
+            records = {k: tensors[f"step_{k}"] for k in STEP_FIELDS}
+            broken = tensors["broken_step"]
+            seconds = [float(s) for s in prog["seconds"]]
+            start_step, start_chunk = int(prog["step"]), int(prog["chunk"])
+            if adv_x is not None:
+                _restore_adv(state, adv_x, broken, start_step, start_chunk)
+
+    if clean is None:
+        clean = _clean_pass(net, x, y, batch_size, dev)
+        if state is not None:
+            _commit(state, clean, records, broken, seconds, 0, 0)
+
+    bar = _bar(len(steps), start_step, progress)
+    try:
+        for step in steps[start_step:]:
+            entry = the_suite.entries[step.entry_index]
+            targets = _targets(clean["clean_correct"], broken, step.index, mode)
+            chunks = [targets[i : i + batch_size] for i in range(0, targets.numel(), batch_size)]
+            first = start_chunk if step.index == start_step else 0
+            attack = _build_attack(entry, step.eps, step.norm) if first < len(chunks) else None
+            if bar is not None:
+                bar.set_description(f"{step.label} eps={format_eps(step.eps)}")
+            for b in range(first, len(chunks)):
+                assert attack is not None
+                pos = chunks[b]
+                t0 = time.perf_counter()
+                res = _run_chunk(attack, net, x[pos].to(dev), y[pos].to(dev), chunk_seed(seed, step.eps, step.label, b))
+                dist = _check_threat(res.x_adv, x[pos].to(dev), step.eps, step.norm, step.label).cpu()
+                succ = res.success.cpu().bool()
+                rec = records
+                rec["ran"][step.index, pos] = True
+                rec["success"][step.index, pos] = succ
+                rec["first_success"][step.index, pos] = res.first_success.cpu().long()
+                rec["margin"][step.index, pos] = res.margin.detach().cpu().float()
+                rec["loss"][step.index, pos] = res.loss.detach().cpu().float()
+                rec["entropy"][step.index, pos] = res.entropy.detach().cpu().float()
+                rec["distance"][step.index, pos] = dist.float()
+                newly = succ & (broken[pos] < 0)
+                broken[pos[newly]] = step.index
+                seconds[step.index] += time.perf_counter() - t0
+                if adv_x is not None:
+                    adv_x[pos[newly]] = res.x_adv[newly.to(res.x_adv.device)].detach().cpu().to(adv_x.dtype)
+                if state is not None:
+                    if adv_x is not None and bool(newly.any()):
+                        state.write_adv(step.index, b, pos[newly], adv_x[pos[newly]])
+                    nxt = (step.index, b + 1) if b + 1 < len(chunks) else (step.index + 1, 0)
+                    _commit(state, clean, records, broken, seconds, *nxt)
+                if bar is not None:
+                    acc = _cum_acc(clean["clean_correct"], broken, step.index)
+                    bar.set_postfix_str(f"batch {b + 1}/{len(chunks)} robust {100 * acc:.1f}%")
+            if state is not None and not chunks:
+                _commit(state, clean, records, broken, seconds, step.index + 1, 0)
+            start_chunk = 0
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    return EvalResult(
+        suite=the_suite.describe(),
+        labels=the_suite.labels,
+        eps=cols,
+        norm=norm,
+        mode=mode,
+        steps=steps,
+        indices=indices,
+        y=y,
+        clean=clean,
+        records=records,
+        broken_step=broken,
+        adv_x=adv_x,
+        seconds=seconds,
+        meta={
+            "dataset": dataset,
+            "batch_size": batch_size,
+            "seed": seed,
+            "max_examples": max_examples,
+            "device": str(dev),
+            "model_sha256": fp["model"],
+            "entrobust_version": entrobust.__version__,
+            "torch_version": torch.__version__,
+        },
+    )
+
+
+def _run_chunk(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, seed: int) -> Any:
+    """Run ``attack`` on one chunk with a fixed seed (attack generator and torch's global RNG)."""
+    attack.seed = seed
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return attack(model, x, y, return_info=True)
+
+
+def _cum_acc(clean_correct: Tensor, broken: Tensor, step: int) -> float:
+    ok = clean_correct & ~((broken >= 0) & (broken <= step))
+    return float(ok.sum()) / max(1, ok.numel())
+
+
+def _commit(
+    state: EvalState,
+    clean: dict[str, Tensor],
+    records: dict[str, Tensor],
+    broken: Tensor,
+    seconds: list[float],
+    step: int,
+    chunk: int,
+) -> None:
+    tensors = {**clean, **{f"step_{k}": v for k, v in records.items()}, "broken_step": broken}
+    state.commit(tensors, {"step": step, "chunk": chunk, "seconds": seconds})
+
+
+_ADV_NAME = re.compile(r"s(\d+)-b(\d+)\.safetensors\Z")
+
+
+def _restore_adv(state: EvalState, adv_x: Tensor, broken: Tensor, step: int, chunk: int) -> None:
+    """Load the adversarial examples of every committed chunk; check none is missing."""
+    have = torch.zeros(broken.shape[0], dtype=torch.bool)
+    folder = Path(state.path) / "adv"
+    for p in sorted(folder.glob("s*-b*.safetensors")) if folder.is_dir() else []:
+        m = _ADV_NAME.match(p.name)
+        if not m:
+            continue
+        s, b = int(m.group(1)), int(m.group(2))
+        if (s, b) >= (step, chunk):
+            continue  # written by a chunk that never committed: it will be redone
+        got = state.read_adv(s, b)
+        if got is None:
+            continue
+        idx, xa = got
+        adv_x[idx] = xa.to(adv_x.dtype)
+        have[idx] = True
+    missing = (broken >= 0) & ~have
+    if bool(missing.any()):
+        raise ConfigError(
+            f"resume state {state.path} lacks the adversarial examples of {int(missing.sum())} "
+            "examples; delete the state directory and start again"
+        )
+
+
+def _bar(total: int, done: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
+
