@@ -170,6 +170,7 @@ def test_tensordata_subset_and_to_float() -> None:
     s = d.subset([4, 1])
     assert len(s) == 2 and torch.equal(s.x, x[[4, 1]]) and s.y.tolist() == [1, 1]
     assert torch.equal(d.subset(slice(1, 3)).y, torch.tensor([1, 2]))
+    assert torch.equal(d.subset(d.y == 2).x, x[[2, 5]])
     f = d.to_float()
     assert f.x.dtype == torch.float32 and torch.allclose(f.x * 255, x.float())
     assert f.to_float() is f

@@ -76,9 +76,15 @@ class TensorData:
         return int(c), int(h), int(w)
 
     def subset(self, index: slice | Tensor | list[int] | range) -> TensorData:
-        """The examples selected by a slice or a sequence/tensor of indices (order kept)."""
+        """The examples selected by a slice, a boolean mask, or a sequence/tensor of indices (order kept)."""
         if isinstance(index, slice):
             return TensorData(self.x[index], self.y[index], self.name, self.num_classes)
+        if isinstance(index, Tensor) and index.dtype == torch.bool:
+            if index.shape != (len(self),):
+                raise DataError(
+                    f"{self.name}: boolean mask of shape {tuple(index.shape)} for {len(self)} examples"
+                )
+            index = torch.nonzero(index).flatten()
         idx = torch.as_tensor(index if not isinstance(index, range) else list(index), dtype=torch.long)
         if idx.ndim != 1:
             raise DataError(f"{self.name}: subset indices must be 1-D, got shape {tuple(idx.shape)}")
