@@ -1,0 +1,691 @@
+"""One training loop for every method (STYLE rule 5): epochs of ``optimizer.step(closure)``.
+
+Each closure call draws the **next minibatch**, (optionally) applies AWP, and lets the
+:class:`~entrobust.training.method.Method` compute its loss and gradients (adversary, objective
+and regularizer all live in the method). Plain optimizers call the closure once per step;
+Entropy-SGD calls it ``L`` times, so its inner SGLD steps consume fresh batches and one epoch is
+one pass over the data for every optimizer (Kanai et al. §4; the last outer step of an epoch
+wraps around to the epoch's first batches when the batch count is not a multiple of ``L``).
+
+After each epoch the trainer validates (clean + PGD robust accuracy on a held-out split carved
+from the training data — never the test set), logs, calls callbacks, and writes a checkpoint:
+
+``<out>/trainer_state.pt``
+    everything needed to resume: model, optimizer (incl. Entropy-SGD / AWP state), RNG states,
+    epoch, step, best metric, early-stopping counter, history. Written atomically with
+    ``torch.save`` of plain containers and tensors only and read back with
+    ``torch.load(weights_only=True)``, so loading never runs arbitrary pickled code.
+``<out>/last.safetensors`` + ``last.json``, ``<out>/best.*``
+    model checkpoints (:mod:`entrobust.checkpoint`) of the last epoch and of the best epoch by
+    validation robust accuracy (Rice et al. 2020 early stopping).
+``<out>/config.json``, ``config.toml``, ``history.json``
+    the resolved config and the per-epoch metrics.
+
+Resume (``train(cfg, out, resume=True)``) restores the model, optimizer, AWP, RNG states and the
+epoch; the data order is a function of (seed, epoch) (:class:`~entrobust.data.BatchLoader`), so
+an interrupted run — even by ``kill -9`` — continues to bit-identical weights on CPU. The learning
+rate is a pure function of the epoch (:class:`~entrobust.training.config.ScheduleConfig`), so no
+scheduler state is needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from entrobust.errors import CheckpointError, ConfigError
+from entrobust.io import atomic_path, atomic_write_json, atomic_write_text
+from entrobust.training.config import TrainConfig
+from entrobust.training.optim import AWP, closure_calls
+
+__all__ = ["Callback", "TrainResult", "Trainer", "accuracy", "train"]
+
+STATE_FORMAT = "entrobust-trainer-state"
+STATE_VERSION = 1
+STATE_FILE = "trainer_state.pt"
+
+#: config keys that may differ between an interrupted run and its resumption
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "threads", "data_root", "checkpoint_every"})
+
+
+# ----------------------------------------------------------------------------------- callbacks
+
+
+class Callback:
+    """Hooks called by the trainer; override what you need (all are no-ops here).
+
+    ``on_epoch_end(metrics)`` receives the epoch's metrics dict (the same row as in
+    ``TrainResult.history``); a results store records it there.
+    """
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        """Before the first epoch (also after a resume)."""
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        """After each epoch's checkpoint is written."""
+
+    def on_train_end(self, result: TrainResult) -> None:
+        """After the last epoch."""
+
+
+class _FunctionCallback(Callback):
+    def __init__(self, fn: Callable[[dict[str, Any]], Any]) -> None:
+        self.fn = fn
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        self.fn(metrics)
+
+
+CallbackLike = Callback | Callable[[dict[str, Any]], Any]
+
+
+def _as_callbacks(callbacks: Sequence[CallbackLike]) -> list[Callback]:
+    out: list[Callback] = []
+    for cb in callbacks:
+        if isinstance(cb, Callback):
+            out.append(cb)
+        elif callable(cb):
+            out.append(_FunctionCallback(cb))
+        else:
+            raise ConfigError(f"callback must be a Callback or a callable(metrics), got {type(cb).__name__}")
+    return out
+
+
+# ----------------------------------------------------------------------------------- results
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: per-epoch history, best/last metrics and file paths.
+
+    ``best`` is the history row of the epoch with the highest validation robust accuracy (the
+    last row when there is no validation split). ``model`` holds the **last** weights.
+    """
+
+    config: TrainConfig
+    history: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    last: dict[str, Any] | None
+    model: nn.Module
+    out_dir: Path | None = None
+    best_path: Path | None = None
+    last_path: Path | None = None
+    state_path: Path | None = None
+    stopped_early: bool = False
+    resumed_from_epoch: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def _rng_state_safe() -> dict[str, Any]:
+    """All RNG states as plain containers and tensors (loadable with ``weights_only=True``)."""
+    version, mt, gauss = random.getstate()
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(mt), gauss],
+        "numpy": {
+            "kind": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def _set_rng_state_safe(state: dict[str, Any]) -> None:
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    npst = state["numpy"]
+    np.random.set_state(
+        (
+            npst["kind"],
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _default_threat(dataset: str) -> tuple[str, float]:
+    """The usual ℓ∞ radius: 0.3 for grey-scale digits, 8/255 for colour images."""
+    from entrobust.data.info import DATASET_INFO
+
+    info = DATASET_INFO.get(dataset)
+    if info is not None and info.in_channels == 3:
+        return "linf", 8 / 255
+    return "linf", 0.3
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Any, *, batch_size: int = 500, device: torch.device | str | None = None) -> float:
+    """Clean top-1 accuracy of ``model`` on a :class:`~entrobust.data.TensorData` (eval mode, restored)."""
+    from entrobust.data import BatchLoader
+
+    if len(data) == 0:
+        return float("nan")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        for x, y in BatchLoader(data, batch_size, device=dev):
+            correct += int((model(x).argmax(1) == y).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(data)
+
+
+def _mean(stats: dict[str, list[tuple[float, int]]]) -> dict[str, float]:
+    out = {}
+    for k, pairs in stats.items():
+        n = sum(w for _, w in pairs)
+        out[k] = sum(v * w for v, w in pairs) / n if n else float("nan")
+    return out
+
+
+class _Replay:
+    """An adversary that returns pre-computed adversarial examples (AWP reuses them)."""
+
+    def __init__(self, x_adv: Tensor | None) -> None:
+        self.x_adv = x_adv
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        assert self.x_adv is not None and self.x_adv.shape == x.shape
+        return self.x_adv
+
+
+class _Stream:
+    """Endless batches of one epoch: after the last batch it starts the epoch's order again."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self._it: Iterator[tuple[Tensor, Tensor]] = iter(loader)
+        self.wrapped = 0
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        try:
+            return next(self._it)
+        except StopIteration:
+            self.wrapped += 1
+            self._it = iter(self.loader)
+            return next(self._it)
+
+
+# ----------------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Runs a :class:`TrainConfig`; see the module docstring.
+
+    Args:
+        config: the run's configuration.
+        out_dir: where checkpoints, config and history go (``None``: nothing is written and
+            resume is impossible).
+        model: use this module instead of building ``config.model`` (any ``nn.Module`` mapping
+            [0, 1] images to logits).
+        train_data, val_data: use these :class:`~entrobust.data.TensorData` splits instead of
+            loading ``config.dataset``.
+        callbacks: :class:`Callback` objects or plain callables ``fn(metrics)`` (epoch end).
+        progress: show a tqdm bar (default: only when stderr is a terminal).
+        log: function receiving one line per epoch (default: none).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: str | Path | None = None,
+        *,
+        model: nn.Module | None = None,
+        train_data: Any = None,
+        val_data: Any = None,
+        callbacks: Sequence[CallbackLike] = (),
+        progress: bool | None = None,
+        log: Callable[[str], Any] | None = None,
+    ) -> None:
+        if not isinstance(config, TrainConfig):
+            raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.callbacks = _as_callbacks(callbacks)
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.log = log
+        self._user_model = model
+        self._train_data = train_data
+        self._val_data = val_data
+        self.model: nn.Module | None = None
+        self.method: Any = None
+        self.optimizer: Optimizer | None = None
+        self.awp: AWP | None = None
+        self.device: torch.device = torch.device("cpu")
+        self.epoch = 0  # completed epochs
+        self.step = 0  # closure calls (minibatches) so far
+        self.history: list[dict[str, Any]] = []
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_validations = 0
+        self.stopped_early = False
+        self._phase = 1
+        self._resumed_from = 0
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Seed, build data, model, method, optimizer and AWP (called by :meth:`fit`)."""
+        from entrobust.data import BatchLoader, augmentation_for, load_dataset
+        from entrobust.runtime import seed_everything, select_device, set_threads
+        from entrobust.training.method import Method
+
+        cfg = self.config
+        set_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        self.device = select_device(cfg.device)
+        v = cfg.validation
+        if self._train_data is None:
+            self._train_data = load_dataset(cfg.dataset, "train", root=cfg.data_root, val_size=v.size, seed=v.split_seed)
+            if v.size > 0 and self._val_data is None:
+                self._val_data = load_dataset(cfg.dataset, "val", root=cfg.data_root, val_size=v.size, seed=v.split_seed)
+        if cfg.max_train_examples is not None and cfg.max_train_examples < len(self._train_data):
+            g = torch.Generator().manual_seed(cfg.seed)
+            keep = torch.randperm(len(self._train_data), generator=g)[: cfg.max_train_examples]
+            self._train_data = self._train_data.subset(torch.sort(keep).values)
+        if len(self._train_data) == 0:
+            raise ConfigError(f"dataset {cfg.dataset!r} has no training examples")
+        self.model = self._build_model().to(self.device)
+        self.method = Method(cfg.method)
+        self._phase = cfg.optimizer.phase_at(0)
+        self.optimizer = cfg.optimizer.build(self.model.parameters(), self._phase)
+        self.awp = AWP(cfg.awp.gamma, warmup=cfg.awp.warmup, proxy_lr=cfg.awp.proxy_lr) if cfg.awp else None
+        augment = augmentation_for(cfg.dataset) if cfg.augment else None
+        self.loader = BatchLoader(
+            self._train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment, device=self.device
+        )
+
+    def _build_model(self) -> nn.Module:
+        cfg = self.config
+        if self._user_model is not None:
+            model = self._user_model
+        else:
+            from entrobust.models import create_model
+
+            model = create_model(cfg.model, dataset=cfg.dataset, **cfg.model_kwargs)
+        if cfg.finetune_from:
+            self._load_pretrained(model, cfg.finetune_from)
+        return model
+
+    @staticmethod
+    def _load_pretrained(model: nn.Module, path: str) -> None:
+        from entrobust.checkpoint import checkpoint_paths, load_checkpoint, load_foreign_weights
+
+        p = Path(path)
+        if p.suffix in (".pt", ".pth") or (p.suffix == ".safetensors" and not checkpoint_paths(p)[1].exists()):
+            load_foreign_weights(p, model)
+        else:
+            load_checkpoint(p, model)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train (or resume) to ``config.epochs``; return a :class:`TrainResult`."""
+        cfg = self.config
+        self.setup()
+        assert self.model is not None
+        if resume:
+            self._resume()
+        elif self.out_dir is not None and (self.out_dir / STATE_FILE).exists():
+            raise ConfigError(
+                f"{self.out_dir} already holds a training run; pass resume=True (--resume) to continue it "
+                "or choose another output directory"
+            )
+        self._write_config()
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        while self.epoch < cfg.epochs and not self.stopped_early:
+            metrics = self.run_epoch(self.epoch)
+            self.epoch += 1
+            self.history.append(metrics)
+            improved = self._track_best(metrics)
+            self._checkpoint(metrics, improved)
+            if self.log is not None:
+                self.log(self._format(metrics))
+            for cb in self.callbacks:
+                cb.on_epoch_end(dict(metrics))
+        result = self._result()
+        for cb in self.callbacks:
+            cb.on_train_end(result)
+        return result
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one (0-based) epoch and validate; return its metrics row."""
+        cfg = self.config
+        assert self.model is not None and self.optimizer is not None
+        model, method, awp = self.model, self.method, self.awp
+        phase = cfg.optimizer.phase_at(epoch)
+        if phase != self._phase:
+            self.optimizer = cfg.optimizer.build(model.parameters(), phase)
+            self._phase = phase
+        optimizer = self.optimizer
+        lr = cfg.optimizer.lr * cfg.schedule.factor_at(epoch, cfg.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        self.loader.set_epoch(epoch)
+        stream = _Stream(self.loader)
+        calls = closure_calls(optimizer)
+        n_steps = math.ceil(len(self.loader) / calls)
+        awp_on = awp is not None and awp.active(epoch)
+        inner_restore = calls > 1  # multi-closure optimizers: AWP around each gradient
+        stats: dict[str, list[tuple[float, int]]] = {}
+        model.train()
+        start = time.perf_counter()
+
+        def closure() -> Tensor:
+            x, y = next(stream)
+            step = self.step
+            self.step += 1
+            use = method
+            if awp_on:
+                assert awp is not None
+                use = self._with_awp(method, model, awp, x, y, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss, batch_stats = use.backward(model, x, y, step)
+            if awp_on and inner_restore:
+                assert awp is not None
+                awp.restore(model)
+            n = int(y.shape[0])
+            for k, v in {"loss": float(loss), **batch_stats}.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    stats.setdefault(k, []).append((float(v), n))
+            return torch.tensor(float(loss))
+
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr)
+        try:
+            for _ in range(n_steps):
+                optimizer.step(closure)
+                if awp_on and awp is not None and awp.perturbed:
+                    awp.restore(model)
+                if bar is not None:
+                    bar.update(1)
+                    loss_so_far = _mean({"loss": stats.get("loss", [])})["loss"]
+                    bar.set_postfix(loss=f"{loss_so_far:.4f}")
+        finally:
+            if bar is not None:
+                bar.close()
+            if awp is not None and awp.perturbed:
+                awp.restore(model)
+        train_time = time.perf_counter() - start
+        means = _mean(stats)
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "optimizer": cfg.optimizer.phase_name(self._phase),
+            "awp": bool(awp_on),
+            "train_loss": means.pop("loss", float("nan")),
+            "train_clean_acc": means.pop("clean_acc", float("nan")),
+            "train_robust_acc": means.pop("adv_acc", float("nan")),  # batch statistics
+            **{f"train_{k}": v for k, v in means.items()},
+            "train_time_s": train_time,
+        }
+        # absent, not NaN, when a statistic does not apply (e.g. no adversary): JSON has no NaN
+        metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+        if self._val_data is not None and len(self._val_data) > 0:
+            last = epoch + 1 == cfg.epochs
+            if last or (epoch + 1) % cfg.validation.every == 0:
+                metrics.update(self.validate())
+        return metrics
+
+    @staticmethod
+    def _with_awp(method: Any, model: nn.Module, awp: AWP, x: Tensor, y: Tensor, step: int) -> Any:
+        """Apply AWP for this batch; return the method to train with at the perturbed weights.
+
+        As in ``AT_AWP`` / ``TRADES_AWP``, the adversarial examples are crafted **once** at the
+        unperturbed weights and reused for both the proxy's ascent and the training loss: the
+        returned method is a shallow copy whose adversary replays them (the shared method is not
+        mutated). ATENT samplers (and clean steps) have no single batch of examples to replay,
+        so there the method's own loss is ascended and the examples are re-drawn.
+        """
+        from entrobust.training.adversaries import ATENTSampler
+
+        active = method.adversary is not None and method.is_adversarial_step(step)
+        if active and not isinstance(method.adversary, ATENTSampler):
+            x_adv = method.adversarial_examples(model, x, y)
+            replay = copy.copy(method)
+            replay.adversary = _Replay(x_adv)
+            method = replay
+        chosen = method
+
+        def loss_fn(proxy: nn.Module) -> Tensor:
+            loss, _ = chosen.loss(proxy, x, y, step)
+            return loss
+
+        awp.perturb(model, loss_fn)
+        return chosen
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> dict[str, Any]:
+        """Clean and robust accuracy on the validation split (model mode restored)."""
+        from entrobust.attacks import ThreatModel, build_attack
+        from entrobust.data import BatchLoader
+
+        cfg, v = self.config, self.config.validation
+        assert self.model is not None
+        model, data = self.model, self._val_data
+        norm, eps = self._val_threat()
+        kwargs: dict[str, Any] = {"steps": v.steps, "seed": cfg.seed}
+        if v.step_size is not None:
+            kwargs["step_size"] = v.step_size
+        attack = build_attack(v.attack, ThreatModel(norm, eps), **kwargs)
+        was_training = model.training
+        model.eval()
+        clean = robust = attacked = 0
+        limit = v.robust_examples if v.robust_examples is not None else len(data)
+        start = time.perf_counter()
+        try:
+            for x, y in BatchLoader(data, v.batch_size, device=self.device):
+                with torch.no_grad():
+                    clean += int((model(x).argmax(1) == y).sum())
+                take = min(limit - attacked, int(y.shape[0]))
+                if take > 0:
+                    xa = attack(model, x[:take], y[:take])
+                    with torch.no_grad():
+                        robust += int((model(xa).argmax(1) == y[:take]).sum())
+                    attacked += take
+        finally:
+            model.train(was_training)
+        out: dict[str, Any] = {"val_clean_acc": clean / len(data)}
+        if attacked:
+            out["val_robust_acc"] = robust / attacked
+            out["val_attack"] = f"{v.attack}-{v.steps} {norm} eps={eps:.4g}"
+        out["val_time_s"] = time.perf_counter() - start
+        return out
+
+    def _val_threat(self) -> tuple[str, float]:
+        v, adv = self.config.validation, self.config.method.adversary
+        if adv.kind != "none":
+            norm, eps = adv.norm, float(adv.eps)
+        else:
+            norm, eps = _default_threat(self.config.dataset)
+        return (v.norm or norm), (v.eps if v.eps is not None else eps)
+
+    # ------------------------------------------------------------------ best / checkpoints
+    def selection_metric(self) -> str:
+        """History key that picks the best epoch (``validation.metric``, resolved)."""
+        metric = self.config.validation.metric
+        if metric == "auto":
+            metric = "robust" if self.config.method.adversary.kind != "none" else "clean"
+        return f"val_{metric}_acc"
+
+    def _track_best(self, metrics: dict[str, Any]) -> bool:
+        value = metrics.get(self.selection_metric())
+        if value is None:
+            if self._val_data is None or len(self._val_data) == 0:
+                self.best_epoch = metrics["epoch"]  # no validation split: best = last
+                return True
+            return False  # not validated this epoch
+        if self.best_metric is None or value > self.best_metric:
+            self.best_metric, self.best_epoch = float(value), int(metrics["epoch"])
+            self.bad_validations = 0
+            return True
+        self.bad_validations += 1
+        patience = self.config.validation.patience
+        if patience is not None and self.bad_validations >= patience:
+            self.stopped_early = True
+            metrics["early_stop"] = True
+        return False
+
+    def _state(self) -> dict[str, Any]:
+        assert self.model is not None and self.optimizer is not None
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "config": json.dumps(self.config.to_dict()),
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "optimizer_phase": self._phase,
+            "awp": self.awp.state_dict() if self.awp is not None else None,
+            "rng": _rng_state_safe(),
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "bad_validations": self.bad_validations,
+            "stopped_early": self.stopped_early,
+            "history": json.dumps(self.history),
+        }
+
+    def _checkpoint(self, metrics: dict[str, Any], improved: bool) -> None:
+        if self.out_dir is None:
+            return
+        from entrobust.checkpoint import save_checkpoint
+
+        assert self.model is not None
+        final = self.epoch >= self.config.epochs or self.stopped_early
+        if not final and self.epoch % self.config.checkpoint_every != 0 and not improved:
+            return
+        meta = {"epoch": self.epoch, "metrics": metrics, "recipe": self.config.to_dict()}
+        if improved:
+            save_checkpoint(self.out_dir / "best", self.model, metadata=meta)
+        if final or self.epoch % self.config.checkpoint_every == 0:
+            with atomic_path(self.out_dir / STATE_FILE) as tmp:
+                torch.save(self._state(), tmp)
+            save_checkpoint(self.out_dir / "last", self.model, metadata=meta)
+        atomic_write_json(self.out_dir / "history.json", self.history)
+
+    def _write_config(self) -> None:
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out_dir / "config.json", self.config.to_dict())
+        atomic_write_text(self.out_dir / "config.toml", self.config.to_toml())
+
+    def _resume(self) -> None:
+        if self.out_dir is None:
+            raise ConfigError("resume needs an output directory")
+        path = self.out_dir / STATE_FILE
+        if not path.exists():
+            raise CheckpointError(f"nothing to resume: {path} does not exist")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable/unsafe file is a checkpoint error
+            raise CheckpointError(f"cannot read trainer state {path}: {exc}") from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{path} is not an entrobust trainer state")
+        saved = json.loads(state["config"])
+        current = self.config.to_dict()
+        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
+        if diff:
+            raise ConfigError(
+                f"cannot resume {self.out_dir}: the config differs in {', '.join(diff)} "
+                f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change)"
+            )
+        assert self.model is not None
+        self.model.load_state_dict(state["model"])
+        self._phase = int(state["optimizer_phase"])
+        self.optimizer = self.config.optimizer.build(self.model.parameters(), self._phase)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.awp is not None and state.get("awp") is not None:
+            self.awp.load_state_dict(state["awp"])
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.best_metric = state["best_metric"]
+        self.best_epoch = state["best_epoch"]
+        self.bad_validations = int(state["bad_validations"])
+        self.stopped_early = bool(state["stopped_early"])
+        self.history = json.loads(state["history"])
+        _set_rng_state_safe(state["rng"])
+        self._resumed_from = self.epoch
+
+    # ------------------------------------------------------------------ result
+    def _result(self) -> TrainResult:
+        assert self.model is not None
+        best = None
+        if self.best_epoch is not None:
+            best = next((h for h in self.history if h["epoch"] == self.best_epoch), None)
+        out = self.out_dir
+        return TrainResult(
+            config=self.config,
+            history=list(self.history),
+            best=best,
+            last=self.history[-1] if self.history else None,
+            model=self.model,
+            out_dir=out,
+            best_path=(out / "best.safetensors") if out is not None and best is not None else None,
+            last_path=(out / "last.safetensors") if out is not None and self.history else None,
+            state_path=(out / STATE_FILE) if out is not None and self.history else None,
+            stopped_early=self.stopped_early,
+            resumed_from_epoch=self._resumed_from,
+        )
+
+    @staticmethod
+    def _format(m: dict[str, Any]) -> str:
+        parts = [f"epoch {m['epoch']}", f"lr {m['lr']:.4g}", f"loss {m['train_loss']:.4f}"]
+        for key, label in (
+            ("train_clean_acc", "train clean"),
+            ("train_robust_acc", "train robust"),
+            ("val_clean_acc", "val clean"),
+            ("val_robust_acc", "val robust"),
+        ):
+            value = m.get(key)
+            if isinstance(value, float) and not math.isnan(value):
+                parts.append(f"{label} {100 * value:.2f}%")
+        parts.append(f"{m.get('train_time_s', 0.0):.1f}s")
+        return " | ".join(parts)
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[CallbackLike] = (),
+    model: nn.Module | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], Any] | None = None,
+) -> TrainResult:
+    """Train ``config`` into ``out_dir`` (or resume it); see :class:`Trainer`."""
+    trainer = Trainer(config, out_dir, model=model, callbacks=callbacks, progress=progress, log=log)
+    return trainer.fit(resume=resume)
