@@ -16,7 +16,7 @@ Suites also parse from strings (:func:`get_suite`)::
 
 Three keys are not attack arguments: ``label=`` (the row name), ``norm=`` (``linf``/``l2``) and
 ``eps=`` (a fixed ε; ``8/255`` is accepted). Values parse as int, float, ``a/b`` fraction,
-``true``/``false``, ``none`` or else a string.
+``true``/``false``, ``null`` or else a string.
 """
 
 from __future__ import annotations
@@ -304,7 +304,7 @@ register_suite(
         "ru",
         _ru_rows(RU_CIFAR_ROWS),
         "RU white-box rows for the data: ru-mnist on MNIST-like data, else ru-cifar",
-        variants={"mnist": "ru-mnist"},
+        variants={"mnist": "ru-mnist", "cifar": "ru-cifar"},
         source="Ju et al. 2020 (RU), Tables 1, 6, 9",
     )
 )
@@ -398,13 +398,13 @@ _FRACTION = re.compile(r"^\s*([-+]?\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*$")
 
 
 def parse_value(text: str) -> Any:
-    """``"40"`` → 40, ``"0.5"`` → 0.5, ``"8/255"`` → 0.0313…, ``"true"`` → True, ``"none"`` →
-    None; anything else stays a string."""
+    """``"40"`` → 40, ``"0.5"`` → 0.5, ``"8/255"`` → 0.0313…, ``"true"`` → True, ``"null"`` →
+    None; anything else (``none``, ``ce``, ...) stays a string."""
     t = text.strip()
     low = t.lower()
     if low in ("true", "false"):
         return low == "true"
-    if low in ("none", "null"):
+    if low == "null":  # not "none": attacks take init=none as a string
         return None
     try:
         return int(t)

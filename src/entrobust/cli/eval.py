@@ -1,0 +1,105 @@
+"""``entrobust eval CHECKPOINT --suite NAME[,NAME] --eps 0.1,0.2,0.3``: robust accuracy table.
+
+A thin layer over :func:`entrobust.evaluation.evaluate` (STYLE rule 13): it loads the checkpoint,
+the dataset named in its metadata (test split), runs the suite, prints the table and optionally
+writes JSON (``--json``), the full result (``--save``) and resume state (``--resume-state``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="robust accuracy of a checkpoint under an attack suite (per-example worst case)",
+        description="Evaluate a checkpoint under a suite of attacks at several eps; print the table.",
+    )
+    p.add_argument("checkpoint", help="checkpoint stem or .json/.safetensors file")
+    p.add_argument(
+        "--suite",
+        default="quick",
+        help="suite name(s) and/or attacks, comma separated: quick, ru, minmax, strong, "
+        "autoattack-standard, autoattack-plus, or e.g. 'pgd:steps=40,fgsm' (default: quick)",
+    )
+    p.add_argument("--eps", default=None, help="comma-separated eps values, e.g. 0.1,0.3 or 8/255 (default: suite's)")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="norm of rows without their own")
+    p.add_argument("--n", type=int, default=None, help="evaluate a seeded random subset of N examples")
+    p.add_argument("--dataset", default=None, help="dataset name (default: from the checkpoint metadata)")
+    p.add_argument("--split", default="test", choices=["test", "train"], help="dataset split (default: test)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: entrobust's data root)")
+    p.add_argument("--batch-size", type=int, default=250, help="examples per attack call (default: 250)")
+    p.add_argument("--mode", default="cascade", choices=["cascade", "independent"], help="see docs/evaluation.md")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset and of the attacks (default: 0)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the summary and per-example records as JSON")
+    p.add_argument("--save", default=None, metavar="STEM", help="write STEM.json + STEM.safetensors (adv examples)")
+    p.add_argument("--resume-state", default=None, metavar="DIR", help="resume state folder (continue if it exists)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def _parse_eps(text: str | None) -> list[float] | None:
+    from entrobust.errors import ConfigError
+    from entrobust.evaluation import parse_value
+
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        v = parse_value(part)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"--eps: {part.strip()!r} is not a number (use e.g. 0.3 or 8/255)")
+        out.append(float(v))
+    if not out:
+        raise ConfigError("--eps needs at least one value")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from entrobust.checkpoint import load_checkpoint
+    from entrobust.data import load_dataset
+    from entrobust.errors import ConfigError
+    from entrobust.io import atomic_write_json
+    from entrobust.runtime import select_device
+
+    eps = _parse_eps(args.eps)
+    device = select_device(args.device)
+    model, meta = load_checkpoint(args.checkpoint, map_location=device)
+    spec = meta.get("model", {})
+    dataset = args.dataset or spec.get("dataset") or meta.get("dataset")
+    if not dataset:
+        raise ConfigError(f"checkpoint {args.checkpoint} names no dataset; pass --dataset")
+    data = load_dataset(dataset, args.split, root=args.data_root)
+
+    from entrobust.evaluation import evaluate
+
+    result = evaluate(
+        model,
+        data,
+        args.suite,
+        eps,
+        args.norm,
+        batch_size=args.batch_size,
+        max_examples=args.n,
+        device=device,
+        state_path=args.resume_state,
+        progress=not args.no_progress,
+        seed=args.seed,
+        keep_examples=args.save is not None or args.resume_state is not None,
+        mode=args.mode,
+        dataset=dataset,
+    )
+    result.meta["checkpoint"] = str(args.checkpoint)
+    result.meta["split"] = args.split
+    print(result.table())
+    if args.json:
+        atomic_write_json(args.json, result.to_dict(per_example=True))
+        print(f"wrote {args.json}")
+    if args.save:
+        path = result.save(args.save)
+        print(f"wrote {path} (+ .safetensors)")
+    return 0
