@@ -1,4 +1,4 @@
-"""``entrobust list datasets|models|attacks|suites|presets|losses|optimizers``."""
+"""``entrobust list WHAT``: print a registry (datasets, models, attacks, presets, ...)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "attacks": ("entrobust.attacks", "ATTACKS"),
     "suites": ("entrobust.evaluation", "SUITES"),
     "presets": ("entrobust.training", "PRESETS"),
-    "objectives": ("entrobust.training", "OBJECTIVES"),
+    "objectives": ("entrobust.training.objectives", "OBJECTIVES"),
+    "adversaries": ("entrobust.training.adversaries", "ADVERSARIES"),
+    "regularizers": ("entrobust.training.regularizers", "REGULARIZERS"),
     "optimizers": ("entrobust.training", "OPTIMIZERS"),
+    "losses": ("entrobust.attacks.losses", "LOSSES"),
 }
 
 
@@ -34,7 +37,12 @@ def rows(what: str) -> list[tuple[str, str]]:
         registry = getattr(importlib.import_module(module_name), attr)
     except (ModuleNotFoundError, AttributeError) as exc:
         raise ConfigError(f"{what} are not available in this installation ({exc})") from None
-    return [(name, registry.help(name)) for name in registry.names()]
+    entries = [(name, registry.help(name)) for name in registry.names()]
+    if what == "attacks":  # parametric RU families (FGSM_k, PGDp-k, CWp-k)
+        from entrobust.attacks import PATTERNS
+
+        entries += [(f"{p.example} (family)", p.help) for p in PATTERNS]
+    return entries
 
 
 def run(args: argparse.Namespace) -> int:
