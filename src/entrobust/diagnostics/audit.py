@@ -1,0 +1,648 @@
+"""Gradient-obfuscation audit: is the reported robustness real, or are the attacks being fooled?
+
+Checks from Athalye, Carlini & Wagner (2018, §3.1 "Identifying obfuscated gradients"), Carlini
+et al. (2019, "On evaluating adversarial robustness", §7 checklist) and the sanity checks of RU
+§5.2 and App. C (Ju et al. 2020). Each check returns pass / warn / fail with the numbers it used:
+
+===================  =================================================================================
+``transfer-gap``     white-box PGD accuracy must not exceed black-box (transfer) PGD accuracy from a
+                     normally trained surrogate (RU §5.2: "a clear indication of gradient obfuscation")
+``random-search``    among points PGD failed to break, random search (RU App. C.1: 10,000 samples in
+                     the ε-ball and on its vertices) must not find adversarial examples
+``eps-curve``        accuracy vs ε must fall monotonically and reach ≈ 0 at large ε (RU §5.2, Fig. 1)
+``steps-curve``      accuracy vs PGD steps k ∈ {8, …, 256}, step size max(1/510, 2ε/k), must converge
+                     (RU §5.2, Fig. 2)
+``unbounded``        an unbounded attack (DeepFool ℓ2, then PGD at the largest ε the box allows) must
+                     reach 100 % success
+``single-vs-multi``  FGSM must not beat PGD (a single step beating many steps means the gradient
+                     is locally useless)
+``gradients``        fraction of examples whose input gradient of the CE loss is exactly zero
+                     (sign-PGD cannot move) or not finite
+===================  =================================================================================
+
+Thresholds live in :class:`AuditThresholds` (documented there); every accuracy comparison uses
+the tolerance ``max(tolerance, 2/n)`` so that one or two examples of sampling noise never fail a
+check. The report passes when no check fails.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from entrobust.attacks import Attack, ThreatModel, build_attack
+from entrobust.attacks.base import frozen
+from entrobust.diagnostics._util import DataLike, as_xy, batches, model_device, pyplot
+from entrobust.errors import ConfigError
+from entrobust.io import atomic_write_text
+
+Status = Literal["pass", "warn", "fail"]
+_ORDER = {"pass": 0, "warn": 1, "fail": 2}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One audit check: its name, status, the evidence numbers and a sentence explaining them."""
+
+    name: str
+    status: Status
+    evidence: dict[str, Any]
+    explanation: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "evidence": self.evidence,
+            "explanation": self.explanation,
+        }
+
+
+@dataclass(frozen=True)
+class AuditThresholds:
+    """Decision thresholds of the audit (accuracies and rates are fractions in [0, 1]).
+
+    * ``tolerance`` — accuracy differences up to ``max(tolerance, 2/n)`` are noise (default 1 pp).
+    * ``transfer_fail`` — white-box minus black-box accuracy above this fails; any positive gap
+      beyond the tolerance warns (default 2 pp).
+    * ``random_search_fail`` — fraction of PGD-robust points broken by random search above this
+      fails; any break warns (default 1 %, RU App. C.1 saw 5–15 % on EntM/LS/ADP and 0 % on PAT).
+    * ``eps_final_pass`` / ``eps_final_warn`` — accuracy at the largest ε: pass at or below the
+      first (default 2 %), warn at or below the second (default 10 %), else fail; a rise between
+      consecutive ε above the tolerance warns, above 3× the tolerance fails.
+    * ``steps_drop_warn`` — accuracy still falling between the last two step counts by more
+      than the tolerance warns, by more than this fails (default 3 pp).
+    * ``unbounded_pass`` / ``unbounded_warn`` — success rate of the unbounded attack (defaults
+      99 % / 90 %).
+    * ``single_step_fail`` — FGSM accuracy this far below PGD accuracy fails; beyond the
+      tolerance warns (default 3 pp).
+    * ``zero_grad_warn`` / ``zero_grad_fail`` — fraction of exactly-zero input gradients
+      (defaults 1 % / 5 %); any non-finite gradient fails.
+    """
+
+    tolerance: float = 0.01
+    transfer_fail: float = 0.02
+    random_search_fail: float = 0.01
+    eps_final_pass: float = 0.02
+    eps_final_warn: float = 0.10
+    steps_drop_warn: float = 0.03
+    unbounded_pass: float = 0.99
+    unbounded_warn: float = 0.90
+    single_step_fail: float = 0.03
+    zero_grad_warn: float = 0.01
+    zero_grad_fail: float = 0.05
+
+
+@dataclass
+class AuditReport:
+    """The audit's checks, the two curves and the settings that produced them."""
+
+    checks: list[Check]
+    threat: dict[str, Any]
+    n: int
+    clean_accuracy: float
+    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> Status:
+        """The worst status of any check."""
+        worst: Status = "pass"
+        for c in self.checks:
+            if _ORDER[c.status] > _ORDER[worst]:
+                worst = c.status
+        return worst
+
+    @property
+    def passed(self) -> bool:
+        """True when no check failed (warnings allowed)."""
+        return self.status != "fail"
+
+    def check(self, name: str) -> Check:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no check {name!r}; have: {', '.join(c.name for c in self.checks)}")
+
+    def table(self) -> str:
+        """A plain-text table: one line per check with its status and key evidence."""
+        t = self.threat
+        lines = [
+            f"gradient-obfuscation audit: {t['norm']} ε = {t['eps']:.4g}, n = {self.n}, "
+            f"clean accuracy {self.clean_accuracy:.4f}",
+        ]
+        w = max(len(c.name) for c in self.checks) if self.checks else 10
+        lines.append(f"{'check'.ljust(w)}  status  evidence")
+        lines.append("-" * (w + 60))
+        for c in self.checks:
+            ev = ", ".join(f"{k}={_fmt(v)}" for k, v in c.evidence.items() if not isinstance(v, list | dict))
+            lines.append(f"{c.name.ljust(w)}  {c.status.upper():<6}  {ev}")
+        lines.append("-" * (w + 60))
+        lines.append(f"overall: {self.status.upper()} ({self.seconds:.1f} s)")
+        for c in self.checks:
+            if c.status != "pass":
+                lines.append(f"  {c.name}: {c.explanation}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "passed": self.passed,
+            "threat": self.threat,
+            "n": self.n,
+            "clean_accuracy": self.clean_accuracy,
+            "checks": [c.to_dict() for c in self.checks],
+            "curves": self.curves,
+            "settings": self.settings,
+            "seconds": self.seconds,
+        }
+
+    def plot_eps_curve(self, path: str | Path) -> Path:
+        """Accuracy vs ε (RU Fig. 1 style)."""
+        c = self.curves.get("eps")
+        if not c:
+            raise ConfigError("this report has no accuracy-vs-ε curve")
+        return _line_plot(
+            c["eps"],
+            c["accuracy"],
+            path,
+            xlabel=f"ε ({self.threat['norm']})",
+            title="Accuracy vs ε (must fall to ≈ 0)",
+            mark=float(self.threat["eps"]),
+        )
+
+    def plot_steps_curve(self, path: str | Path) -> Path:
+        """Accuracy vs number of PGD steps (RU Fig. 2 style), log-2 x axis."""
+        c = self.curves.get("steps")
+        if not c:
+            raise ConfigError("this report has no accuracy-vs-steps curve")
+        return _line_plot(
+            c["steps"],
+            c["accuracy"],
+            path,
+            xlabel="PGD steps k (step size max(1/510, 2ε/k))",
+            title=f"Accuracy vs steps at ε = {self.threat['eps']:.4g} (must converge)",
+            logx=True,
+        )
+
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write ``audit.json``, ``audit_eps.png`` and ``audit_steps.png`` into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out / "audit.json"}
+        atomic_write_text(paths["json"], json.dumps(self.to_dict(), indent=2, default=_json_default))
+        if self.curves.get("eps"):
+            paths["eps"] = self.plot_eps_curve(out / "audit_eps.png")
+        if self.curves.get("steps"):
+            paths["steps"] = self.plot_steps_curve(out / "audit_steps.png")
+        return paths
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _line_plot(
+    xs: Sequence[float],
+    ys: Sequence[float],
+    path: str | Path,
+    *,
+    xlabel: str,
+    title: str,
+    mark: float | None = None,
+    logx: bool = False,
+) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=120)
+    ax.plot(xs, ys, marker="o")
+    if mark is not None:
+        ax.axvline(mark, color="C3", linestyle="--", linewidth=1, label="threat ε")
+        ax.legend()
+    if logx:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([str(int(v)) for v in xs])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("robust accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------- evaluation helpers
+
+
+def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+    dev = model_device(model)
+    out = []
+    with frozen(model, "eval"), torch.no_grad():
+        for xb, yb in batches(x, y, batch_size):
+            out.append(model(xb.to(dev)).argmax(1).eq(yb.to(dev)).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def _attack_correct(model: nn.Module, attack: Attack, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+    """Per example: still classified correctly after ``attack`` (clean mistakes count as broken)."""
+    dev = model_device(model)
+    out = []
+    for xb, yb in batches(x, y, batch_size):
+        xb, yb = xb.to(dev), yb.to(dev)
+        x_adv = attack(model, xb, yb)
+        with frozen(model, "eval"), torch.no_grad():
+            out.append(model(x_adv).argmax(1).eq(yb).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def _acc(mask: Tensor) -> float:
+    return float(mask.float().mean()) if mask.numel() else float("nan")
+
+
+def _max_eps(threat: ThreatModel, x: Tensor) -> float:
+    """The largest useful ε: the box diameter in the threat norm (1 for ℓ∞, √D for ℓ2 on [0, 1])."""
+    span = threat.upper - threat.lower
+    return span if threat.norm == "linf" else span * math.sqrt(x[0].numel())
+
+
+def input_gradient_stats(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 200) -> dict[str, float]:
+    """Fractions of examples whose ∇ₓCE is exactly zero / not finite / below 1e-12 in ℓ2 norm, and
+    the median gradient norm."""
+    dev = model_device(model)
+    zero, bad, tiny, norms = 0, 0, 0, []
+    with frozen(model, "eval"):
+        for xb, yb in batches(x, y, batch_size):
+            xb = xb.to(dev).clone().requires_grad_(True)
+            with torch.enable_grad():
+                loss = F.cross_entropy(model(xb), yb.to(dev), reduction="sum")
+                (g,) = torch.autograd.grad(loss, xb)
+            flat = g.flatten(1)
+            finite = torch.isfinite(flat).all(dim=1)
+            bad += int((~finite).sum())
+            zero += int((finite & flat.eq(0).all(dim=1)).sum())
+            nrm = flat.norm(dim=1)
+            tiny += int((finite & (nrm < 1e-12)).sum())
+            norms.append(nrm[finite].cpu())
+    n = max(x.shape[0], 1)
+    allnorms = torch.cat(norms) if norms else torch.zeros(0)
+    return {
+        "zero_fraction": zero / n,
+        "nonfinite_fraction": bad / n,
+        "tiny_fraction": tiny / n,
+        "median_norm": float(allnorms.median()) if allnorms.numel() else float("nan"),
+    }
+
+
+# ---------------------------------------------------------------------------------------- audit
+
+
+def audit(
+    model: nn.Module,
+    data: DataLike,
+    threat: ThreatModel,
+    surrogate: nn.Module | None = None,
+    *,
+    n: int = 200,
+    batch_size: int = 200,
+    pgd_steps: int = 20,
+    random_search_samples: int = 10_000,
+    random_search_n: int = 25,
+    curve_n: int = 100,
+    eps_grid: Sequence[float] | None = None,
+    eps_factors: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0),
+    curve_steps: int = 20,
+    steps_grid: Sequence[int] = (8, 16, 32, 64, 128, 256),
+    train_data: DataLike | None = None,
+    surrogate_epochs: int = 3,
+    thresholds: AuditThresholds | None = None,
+    checks: Sequence[str] | None = None,
+    seed: int = 0,
+    log: Callable[[str], Any] | None = None,
+) -> AuditReport:
+    """Run the gradient-obfuscation checks on ``model`` over ``n`` examples of ``data``.
+
+    Args:
+        model: the classifier under audit ([0, 1] input, normalization inside).
+        data: a :class:`~entrobust.data.TensorData` or ``(x, y)``; a seeded random subset of
+            ``n`` examples is used (datasets sorted by class stay balanced).
+        threat: the threat model the robustness claim is made for.
+        surrogate: a normally trained model for the black-box transfer check; when ``None`` one
+            is trained on the fly (:func:`~entrobust.diagnostics.surrogate.train_surrogate`) on
+            ``train_data`` (default: ``data`` itself) for ``surrogate_epochs`` epochs.
+        pgd_steps: steps of the reference white-box PGD (uniform start, step 2.5·ε/steps) and of
+            the transfer PGD.
+        random_search_samples: samples per point of the random search (RU: 10,000), run on at
+            most ``random_search_n`` points that PGD failed to break.
+        curve_n: examples for the ε and steps curves and the unbounded attack.
+        eps_grid: explicit ε values for the ε curve; default ``eps_factors``·ε capped at the box
+            diameter. curve_steps: PGD steps at each ε.
+        steps_grid: step counts of the steps curve (RU: 8 … 256).
+        checks: run only these checks (names as in the module docstring); default all.
+        seed: seeds the subset, the surrogate, and every attack (deterministic report).
+        log: called with a progress line before each stage (e.g. ``print``).
+
+    Returns:
+        an :class:`AuditReport`; ``report.passed`` is False when any check fails.
+    """
+    t0 = time.perf_counter()
+    th = thresholds or AuditThresholds()
+    say = log or (lambda _msg: None)
+    valid = (
+        "gradients",
+        "single-vs-multi",
+        "transfer-gap",
+        "random-search",
+        "eps-curve",
+        "steps-curve",
+        "unbounded",
+    )
+    wanted = list(valid) if checks is None else list(checks)
+    unknown = sorted(set(wanted) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown audit check(s) {unknown}; valid: {', '.join(valid)}")
+    if threat.is_zero() or isinstance(threat.eps, Tensor):
+        raise ConfigError("the audit needs a threat model with one scalar ε > 0")
+    eps = float(threat.eps)
+
+    x_all, y_all = as_xy(data)
+    if x_all.shape[0] == 0:
+        raise ConfigError("the audit needs at least one example")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(x_all.shape[0], generator=g)[: max(1, n)]
+    x, y = x_all[perm], y_all[perm]
+    n_used = int(x.shape[0])
+    xc, yc = x[: max(1, min(curve_n, n_used))], y[: max(1, min(curve_n, n_used))]
+    tol = max(th.tolerance, 2.0 / n_used)
+    tol_c = max(th.tolerance, 2.0 / xc.shape[0])
+    results: list[Check] = []
+    curves: dict[str, dict[str, list[float]]] = {}
+
+    say(f"audit: {n_used} examples, {threat.norm} ε = {eps:.4g}")
+    clean = _correct(model, x, y, batch_size)
+    clean_acc = _acc(clean)
+    pgd = build_attack("pgd", threat, steps=pgd_steps, seed=seed)
+    need_pgd = {"single-vs-multi", "transfer-gap", "random-search"} & set(wanted)
+    pgd_ok = _attack_correct(model, pgd, x, y, batch_size) if need_pgd else None
+    pgd_acc = _acc(pgd_ok) if pgd_ok is not None else float("nan")
+
+    if "gradients" in wanted:
+        say("audit: input gradients")
+        st = input_gradient_stats(model, x, y, batch_size)
+        if st["nonfinite_fraction"] > 0 or st["zero_fraction"] > th.zero_grad_fail:
+            status: Status = "fail"
+        elif st["zero_fraction"] > th.zero_grad_warn:
+            status = "warn"
+        else:
+            status = "pass"
+        results.append(
+            Check(
+                "gradients",
+                status,
+                st,
+                f"{st['zero_fraction']:.1%} of examples have an exactly zero input gradient and "
+                f"{st['nonfinite_fraction']:.1%} a non-finite one; sign-PGD cannot move from such points "
+                "(shattered or vanishing gradients, Athalye et al. 2018 §3.1)",
+            )
+        )
+
+    if "single-vs-multi" in wanted:
+        say("audit: FGSM vs PGD")
+        fgsm_acc = _acc(_attack_correct(model, build_attack("fgsm", threat), x, y, batch_size))
+        gap = pgd_acc - fgsm_acc
+        status = "fail" if gap > max(th.single_step_fail, tol) else "warn" if gap > tol else "pass"
+        results.append(
+            Check(
+                "single-vs-multi",
+                status,
+                {
+                    "fgsm_accuracy": fgsm_acc,
+                    "pgd_accuracy": pgd_acc,
+                    "pgd_steps": pgd_steps,
+                    "gap": gap,
+                    "tolerance": tol,
+                },
+                f"FGSM accuracy {fgsm_acc:.3f} vs {pgd_steps}-step PGD accuracy {pgd_acc:.3f}: "
+                "a single step should never beat many steps of the same attack; "
+                "if it does, the iterative attack is being misled",
+            )
+        )
+
+    if "transfer-gap" in wanted:
+        if surrogate is None:
+            say(f"audit: training a surrogate ({surrogate_epochs} epochs)")
+            from entrobust.diagnostics.surrogate import train_surrogate
+
+            surrogate = train_surrogate(
+                model,
+                train_data if train_data is not None else (x_all, y_all),
+                epochs=surrogate_epochs,
+                seed=seed,
+            )
+        say("audit: black-box transfer PGD")
+        transfer = build_attack(
+            "transfer", threat, surrogate=surrogate, attack="pgd", steps=pgd_steps, seed=seed
+        )
+        black_acc = _acc(_attack_correct(model, transfer, x, y, batch_size))
+        sur_acc = _acc(_correct(surrogate, x, y, batch_size))
+        gap = pgd_acc - black_acc
+        status = "fail" if gap > max(th.transfer_fail, tol) else "warn" if gap > tol else "pass"
+        results.append(
+            Check(
+                "transfer-gap",
+                status,
+                {
+                    "white_box_accuracy": pgd_acc,
+                    "black_box_accuracy": black_acc,
+                    "gap": gap,
+                    "surrogate_clean_accuracy": sur_acc,
+                    "tolerance": tol,
+                },
+                f"white-box PGD accuracy {pgd_acc:.3f} vs black-box transfer accuracy {black_acc:.3f}: "
+                "an attack with gradients must do at least as well as one without (RU §5.2)",
+            )
+        )
+
+    if "random-search" in wanted:
+        assert pgd_ok is not None
+        robust_idx = (pgd_ok & clean).nonzero().squeeze(1)
+        sub = robust_idx[:random_search_n]
+        say(f"audit: random search ({random_search_samples} samples on {sub.numel()} PGD-robust points)")
+        if sub.numel():
+            rs = build_attack("random-search", threat, n=random_search_samples, seed=seed)
+            broken = int((~_attack_correct(model, rs, x[sub], y[sub], batch_size)).sum())
+            rate = broken / sub.numel()
+        else:
+            broken, rate = 0, 0.0
+        status = "fail" if rate > th.random_search_fail else "warn" if broken > 0 else "pass"
+        results.append(
+            Check(
+                "random-search",
+                status,
+                {
+                    "pgd_robust_points": int(robust_idx.numel()),
+                    "searched": int(sub.numel()),
+                    "samples": random_search_samples,
+                    "random_successes": broken,
+                    "rate": rate,
+                },
+                f"random search broke {broken} of {sub.numel()} points that PGD could not: adversarial "
+                "examples exist where the gradient attack did not find them (RU App. C.1)",
+            )
+        )
+
+    if "eps-curve" in wanted:
+        cap = _max_eps(threat, x)
+        grid = sorted(
+            {
+                min(float(e), cap)
+                for e in (eps_grid if eps_grid is not None else [f * eps for f in eps_factors])
+            }
+        )
+        say(f"audit: accuracy vs ε ({len(grid)} values)")
+        accs = []
+        for e in grid:
+            if e == 0:
+                accs.append(_acc(_correct(model, xc, yc, batch_size)))
+                continue
+            atk = build_attack("pgd", threat.with_eps(e), steps=curve_steps, seed=seed)
+            accs.append(_acc(_attack_correct(model, atk, xc, yc, batch_size)))
+        curves["eps"] = {"eps": grid, "accuracy": accs}
+        rises = [max(0.0, b - a) for a, b in itertools.pairwise(accs)]
+        worst_rise = max(rises, default=0.0)
+        final = accs[-1]
+        if final > th.eps_final_warn or worst_rise > 3 * tol_c:
+            status = "fail"
+        elif final > th.eps_final_pass or worst_rise > tol_c:
+            status = "warn"
+        else:
+            status = "pass"
+        results.append(
+            Check(
+                "eps-curve",
+                status,
+                {
+                    "largest_eps": grid[-1],
+                    "final_accuracy": final,
+                    "worst_rise": worst_rise,
+                    "tolerance": tol_c,
+                    "eps": grid,
+                    "accuracy": accs,
+                },
+                f"accuracy at the largest ε = {grid[-1]:.4g} is {final:.3f} (should be ≈ 0) "
+                f"and the curve rises by up to {worst_rise:.3f} (should fall monotonically) "
+                "(RU §5.2, Fig. 1)",
+            )
+        )
+
+    if "steps-curve" in wanted:
+        say(f"audit: accuracy vs steps {list(steps_grid)}")
+        floor = 1.0 / 510.0
+        accs, sizes = [], []
+        for k in steps_grid:
+            size = max(floor, 2.0 * eps / k)
+            atk = build_attack("pgd", threat, steps=int(k), step_size=size, seed=seed)
+            accs.append(_acc(_attack_correct(model, atk, xc, yc, batch_size)))
+            sizes.append(size)
+        curves["steps"] = {"steps": [float(k) for k in steps_grid], "accuracy": accs, "step_size": sizes}
+        drop = accs[-2] - accs[-1] if len(accs) > 1 else 0.0
+        total_drop = accs[0] - accs[-1]
+        status = "fail" if drop > max(th.steps_drop_warn, tol_c) else "warn" if drop > tol_c else "pass"
+        results.append(
+            Check(
+                "steps-curve",
+                status,
+                {
+                    "last_drop": drop,
+                    "total_drop": total_drop,
+                    "final_accuracy": accs[-1],
+                    "tolerance": tol_c,
+                    "steps": list(steps_grid),
+                    "accuracy": accs,
+                },
+                f"accuracy still drops by {drop:.3f} between the last two step counts "
+                f"(up to {steps_grid[-1]}): the attack has not converged (RU §5.2, Fig. 2)",
+            )
+        )
+
+    if "unbounded" in wanted:
+        say("audit: unbounded attack")
+        from entrobust.attacks.minimal import deepfool_minimal
+
+        dev = model_device(model)
+        df_fooled = []
+        with frozen(model, "eval"):
+            for xb, yb in batches(xc, yc, batch_size):
+                _, dist = deepfool_minimal(model, xb.to(dev), yb.to(dev), norm="l2")
+                df_fooled.append(torch.isfinite(dist).cpu())
+        df = torch.cat(df_fooled)
+        big = threat.with_eps(_max_eps(threat, x))
+        left = (~df).nonzero().squeeze(1)
+        pgd_big_ok = torch.zeros(0, dtype=torch.bool)
+        if left.numel():
+            atk = build_attack("pgd", big, steps=100, rel_step=0.05, init="none", seed=seed)
+            pgd_big_ok = _attack_correct(model, atk, xc[left], yc[left], batch_size)
+        fooled = df.clone()
+        if left.numel():
+            fooled[left] = ~pgd_big_ok
+        rate = _acc(fooled)
+        status = "pass" if rate >= th.unbounded_pass else "warn" if rate >= th.unbounded_warn else "fail"
+        results.append(
+            Check(
+                "unbounded",
+                status,
+                {
+                    "success_rate": rate,
+                    "deepfool_success_rate": _acc(df),
+                    "large_eps": float(big.eps),
+                    "examples": int(xc.shape[0]),
+                },
+                f"an unbounded attack (DeepFool ℓ2, then PGD at ε = {float(big.eps):.4g}) "
+                f"fooled only {rate:.1%}: with unlimited distortion every input can be "
+                "misclassified, so the attacks are failing",
+            )
+        )
+
+    report = AuditReport(
+        checks=results,
+        threat={"norm": threat.norm, "eps": eps},
+        n=n_used,
+        clean_accuracy=clean_acc,
+        curves=curves,
+        settings={
+            "pgd_steps": pgd_steps,
+            "random_search_samples": random_search_samples,
+            "random_search_n": random_search_n,
+            "curve_n": int(xc.shape[0]),
+            "curve_steps": curve_steps,
+            "steps_grid": list(steps_grid),
+            "seed": seed,
+            "surrogate_epochs": surrogate_epochs,
+            "thresholds": asdict(th),
+        },
+    )
+    report.seconds = time.perf_counter() - t0
+    say(f"audit: {report.status} in {report.seconds:.1f} s")
+    return report
