@@ -290,6 +290,7 @@ class Trainer:
         self.stopped_early = False
         self._phase = 1
         self._resumed_from = 0
+        self._ramped: dict[float, Any] = {}
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -386,7 +387,7 @@ class Trainer:
             self.optimizer = cfg.optimizer.build(model.parameters(), phase)
             self._phase = phase
         optimizer = self.optimizer
-        lr = cfg.optimizer.lr * cfg.schedule.factor_at(epoch, cfg.epochs)
+        lr = cfg.optimizer.base_lr(phase) * cfg.schedule.factor_at(epoch, cfg.epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr
         self.loader.set_epoch(epoch)
@@ -399,11 +400,14 @@ class Trainer:
         model.train()
         start = time.perf_counter()
 
+        n_batches = len(self.loader)
+        first_step = self.step
+
         def closure() -> Tensor:
             x, y = next(stream)
             step = self.step
             self.step += 1
-            use = method
+            use = self._method_at(epoch + (step - first_step + 1) / n_batches)
             if awp_on:
                 assert awp is not None
                 use = self._with_awp(method, model, awp, x, y, step)
@@ -457,6 +461,27 @@ class Trainer:
             if last or (epoch + 1) % cfg.validation.every == 0:
                 metrics.update(self.validate())
         return metrics
+
+    def _method_at(self, progress: float) -> Any:
+        """The method with the adversary's ε ramped (``schedule.eps_warmup_epochs``)."""
+        factor = self.config.schedule.eps_factor(progress)
+        if factor >= 1.0 or self.method.adversary is None:
+            return self.method
+        cached = self._ramped.get(factor)
+        if cached is None:
+            import dataclasses
+
+            from entrobust.training.method import Method
+
+            adv = self.config.method.adversary
+            changes: dict[str, Any] = {"eps": adv.eps * factor}
+            if adv.step_size is not None:
+                changes["step_size"] = adv.step_size * factor
+            if adv.kind == "atent-linf" and adv.gamma is not None:
+                changes["gamma"] = adv.gamma / factor  # radius 1/γ shrinks with ε
+            mcfg = dataclasses.replace(self.config.method, adversary=dataclasses.replace(adv, **changes))
+            cached = self._ramped[factor] = Method(mcfg)
+        return cached
 
     @staticmethod
     def _with_awp(method: Any, model: nn.Module, awp: AWP, x: Tensor, y: Tensor, step: int) -> Any:
