@@ -86,6 +86,8 @@ def make_objective(
     ``dlr-t`` → targeted DLR (Croce & Hein 2020, eq. 7). ``kl`` is the TRADES inner loss
     KL(p(x) ‖ p(x′)) against the clean logits (Zhang et al. 2019, eq. 5) and is untargeted only.
     A callable ``f(logits, y) -> (N,)`` is used as is (negated on the target when targeted).
+    Note that targeted DLR, being a ratio, drives the point off the true class toward the target
+    but need not end on the target (APGD-T counts success as misclassification).
 
     Raises :class:`ConfigError` for an unknown name or a parameter the loss does not take.
     """
@@ -134,6 +136,7 @@ def make_objective(
         raise ConfigError(f"unknown attack loss {name!r}; valid: {', '.join(loss_names())}") from None
     except TypeError as exc:
         raise ConfigError(f"bad parameters {sorted(kwargs)} for loss {name!r}: {exc}") from None
+    fn(torch.zeros(1, 10), torch.zeros(1, dtype=torch.long))  # dry run: bad values (γ > 1, ...) fail now
     return _wrap(fn, targeted)
 
 
@@ -282,6 +285,8 @@ class ProjectedGradient(Attack):
         self.shared_noise = shared_noise
         self.uses_clean = isinstance(loss, str) and parse_loss(loss)[0] == "kl"
         # build both objectives now so a bad loss fails at construction, not mid-evaluation
+        if self.uses_clean and self.targeted:
+            raise ConfigError("the kl (TRADES) loss is untargeted; it cannot be used with targeted=True")
         kw = self.loss_kwargs
         self._objectives = {
             False: None if targeted else make_objective(loss, targeted=False, loss_kwargs=kw),

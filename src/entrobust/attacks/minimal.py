@@ -43,7 +43,7 @@ def minimal_l2(
     steps: int = 100,
     search_steps: int = 9,
     c_init: float = 0.1,
-    lr: float = 0.01,
+    lr: float = 0.05,
     confidence: float = 0.0,
     lower: float = 0.0,
     upper: float = 1.0,
@@ -63,7 +63,9 @@ def minimal_l2(
         steps: Adam iterations per binary-search step (the reference uses 10,000).
         search_steps: binary-search steps over c (reference: 9).
         c_init: initial c (reference: 1e-3 with 10,000 iterations; 0.1 suits fewer steps).
-        lr: Adam learning rate (reference: 0.01).
+        lr: Adam learning rate. The reference uses 0.01 with 10,000 iterations; with ~100 steps
+            that leaves pixels at the box edges (tanh saturated) almost fixed, so the default here
+            is 0.05 (on a digits CNN: median distortion 0.38 vs 0.53 at 0.01, DeepFool 0.38).
         confidence: κ ≥ 0, the margin the adversarial example must exceed.
 
     Returns:
@@ -132,6 +134,7 @@ class CarliniWagnerL2(Attack):
 
     Example:
         >>> cw = build_attack("cw-l2", ThreatModel("l2", 2.0), steps=200)  # doctest: +SKIP
+        >>> reference = build_attack("cw-l2", ThreatModel("l2", 2.0), steps=10_000, lr=0.01)  # doctest: +SKIP
         >>> x_adv = cw(model, x, y)  # doctest: +SKIP
     """
 
@@ -144,7 +147,7 @@ class CarliniWagnerL2(Attack):
         steps: int = 100,
         search_steps: int = 9,
         c_init: float = 0.1,
-        lr: float = 0.01,
+        lr: float = 0.05,
         confidence: float = 0.0,
         model_mode: ModelMode = "eval",
         seed: int | None = None,
