@@ -1,0 +1,155 @@
+"""``entrobust train``: train a preset or a config file, print clean test accuracy at the end.
+
+Examples::
+
+    entrobust train --preset ru/normal --dataset mnist5k --epochs 1
+    entrobust train --preset ru/pat-entm --dataset cifar10 --scale paper --out runs/pat-entm
+    entrobust train --config my.toml --set optimizer.lr=0.05 --set method.objective.params.lam=3
+    entrobust train --out runs/pat-entm --resume
+
+Without ``--preset`` or ``--config`` the plain ``ce`` method is trained. The resolved config is
+saved as ``config.json`` / ``config.toml`` next to the checkpoints in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model with a preset or config (see `entrobust list presets`)",
+        description=(__doc__ or "").split("\n")[0],
+    )
+    src = p.add_argument_group("what to train")
+    src.add_argument("--preset", metavar="NAME", help="preset name, e.g. ru/pat-entm (entrobust list presets)")
+    src.add_argument("--config", metavar="FILE", help="a TOML or JSON TrainConfig")
+    src.add_argument("--scale", choices=("cpu", "paper"), help="preset scale (default: cpu for mnist5k/mnist)")
+    src.add_argument("--dataset", help="dataset name (entrobust list datasets)")
+    src.add_argument("--model", help="model name (entrobust list models)")
+    src.add_argument("--epochs", type=int, help="number of epochs")
+    src.add_argument("--batch-size", type=int, dest="batch_size", help="training batch size")
+    src.add_argument("--lr", type=float, help="base learning rate")
+    src.add_argument("--seed", type=int, help="random seed")
+    src.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override any config key, e.g. --set optimizer.kwargs.L=5 (repeatable; TOML values)",
+    )
+    run_g = p.add_argument_group("how to run")
+    run_g.add_argument("--out", metavar="DIR", help="output directory (default: runs/<preset>-<dataset>)")
+    run_g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    run_g.add_argument("--device", help="auto, cpu, cuda[:N] or mps")
+    run_g.add_argument("--threads", type=int, help="CPU threads for torch")
+    run_g.add_argument("--data-root", dest="data_root", help="where dataset files live")
+    run_g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run_g.add_argument("--no-test", action="store_true", help="skip the test-set accuracy at the end")
+    run_g.add_argument("--dry-run", action="store_true", help="print the resolved config (TOML) and exit")
+    p.set_defaults(func=run)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
+
+
+def resolve_config(args: argparse.Namespace) -> Any:
+    """The :class:`TrainConfig` described by the command-line arguments."""
+    from entrobust.errors import ConfigError
+    from entrobust.training.config import TrainConfig, apply_overrides, load_config
+    from entrobust.training.presets import preset_config
+
+    if args.preset and args.config:
+        raise ConfigError("give either --preset or --config, not both")
+    if args.resume and args.out and not (args.preset or args.config):
+        from entrobust.training.config import load_config as _load
+
+        cfg_path = Path(args.out) / "config.json"
+        if not cfg_path.exists():
+            raise ConfigError(f"--resume: {cfg_path} not found (is {args.out} a training run?)")
+        cfg = _load(cfg_path)
+    elif args.preset:
+        cfg = preset_config(args.preset, dataset=args.dataset, scale=args.scale)
+    elif args.config:
+        cfg = load_config(args.config)
+    else:
+        cfg = TrainConfig()
+    changes: dict[str, Any] = {}
+    if args.dataset and cfg.dataset != args.dataset:
+        changes["dataset"] = args.dataset
+    if args.model and args.model != cfg.model:
+        changes["model"] = args.model
+        changes["model_kwargs"] = {}
+    for key in ("epochs", "batch_size", "seed", "device", "threads", "data_root"):
+        value = getattr(args, key, None)
+        if value is not None:
+            changes[key] = value
+    if args.lr is not None:
+        changes["optimizer.lr"] = args.lr
+    cfg = apply_overrides(cfg, changes) if changes else cfg
+    if args.overrides:
+        cfg = apply_overrides(cfg, list(args.overrides))
+    return cfg
+
+
+def _default_out(cfg: Any, name: str) -> Path:
+    from entrobust.training.trainer import STATE_FILE
+
+    base = Path("runs") / f"{_slug(name)}-{_slug(cfg.dataset)}"
+    out, n = base, 1
+    while (out / STATE_FILE).exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from entrobust.data import load_dataset
+    from entrobust.errors import ConfigError
+    from entrobust.io import atomic_write_json
+    from entrobust.training.trainer import Trainer, accuracy
+
+    cfg = resolve_config(args)
+    if args.dry_run:
+        sys.stdout.write(cfg.to_toml())
+        return 0
+    if args.out:
+        out = Path(args.out)
+    elif args.resume:
+        raise ConfigError("--resume needs --out DIR (the run to continue)")
+    else:
+        out = _default_out(cfg, args.preset or (Path(args.config).stem if args.config else "train"))
+    label = args.preset or args.config or "ce"
+    print(f"training {label} on {cfg.dataset} ({cfg.model}, {cfg.epochs} epochs) -> {out}", flush=True)
+    trainer = Trainer(
+        cfg,
+        out,
+        progress=False if args.no_progress else None,
+        log=lambda line: print(line, flush=True),
+    )
+    result = trainer.fit(resume=args.resume)
+    if result.stopped_early:
+        print(f"early stop after epoch {result.last['epoch'] if result.last else '?'}")
+    if args.no_test:
+        return 0
+    test = load_dataset(cfg.dataset, "test", root=cfg.data_root)
+    last_acc = accuracy(result.model, test, device=trainer.device)
+    summary: dict[str, Any] = {"test_clean_acc_last": last_acc, "last_epoch": result.last["epoch"] if result.last else None}
+    print(f"clean test accuracy: {100 * last_acc:.2f}% ({len(test)} examples, last epoch)")
+    if result.best is not None and result.last is not None and result.best["epoch"] != result.last["epoch"]:
+        from entrobust.checkpoint import load_checkpoint
+
+        best_model, _ = load_checkpoint(out / "best", map_location=trainer.device)
+        best_acc = accuracy(best_model, test, device=trainer.device)
+        summary.update(test_clean_acc_best=best_acc, best_epoch=result.best["epoch"])
+        print(f"clean test accuracy: {100 * best_acc:.2f}% (best epoch {result.best['epoch']}, {trainer.selection_metric()})")
+    atomic_write_json(out / "test.json", summary)
+    print(f"checkpoints: {out / 'last.safetensors'}, {out / 'best.safetensors'}")
+    return 0
