@@ -132,19 +132,24 @@ def default_l2_adversary(eps: float = 0.5, steps: int = 20) -> Adversary:
     return build_attack("pgd", ThreatModel("l2", eps), steps=steps, step_size=eps / 10)
 
 
-def default_minimal_l2() -> DistortionFn:
-    """The unbounded minimal-ℓ2 attack of :mod:`entrobust.attacks.minimal` (RU §6 "infinite L2 attack")."""
-    import importlib
+def default_minimal_l2(method: str = "deepfool") -> DistortionFn:
+    """An unbounded minimal-ℓ2 attack (RU §6, "an infinite L2 attack ... until misclassification").
 
-    try:
-        minimal = importlib.import_module("entrobust.attacks.minimal")
-    except ModuleNotFoundError as exc:  # pragma: no cover - only while attacks are incomplete
-        raise ConfigError("minimal ℓ2 distortion needs entrobust.attacks.minimal") from exc
-    for name in ("minimal_l2", "deepfool_minimal"):
-        fn = getattr(minimal, name, None)
-        if callable(fn):
-            return fn  # type: ignore[no-any-return]
-    raise ConfigError("entrobust.attacks.minimal has no minimal_l2 / deepfool_minimal function")
+    ``deepfool`` (default, fast): :func:`entrobust.attacks.minimal.deepfool_minimal` with ℓ2;
+    ``cw``: the Carlini–Wagner ℓ2 attack :func:`entrobust.attacks.minimal.minimal_l2` (slower,
+    usually smaller distortions). Both return ``(x_adv, distance)``.
+    """
+    from entrobust.attacks import minimal
+
+    if method == "deepfool":
+
+        def deepfool(model: nn.Module, x: Tensor, y: Tensor) -> Any:
+            return minimal.deepfool_minimal(model, x, y, norm="l2")
+
+        return deepfool
+    if method == "cw":
+        return minimal.minimal_l2
+    raise ConfigError(f"unknown minimal-distortion attack {method!r}; valid: deepfool, cw")
 
 
 def _x_adv_of(out: Any) -> Tensor:
@@ -154,10 +159,12 @@ def _x_adv_of(out: Any) -> Tensor:
 def minimal_distortion(model: nn.Module, x: Tensor, y: Tensor, fn: DistortionFn) -> Tensor:
     """Per-example ℓ2 distortion that ``fn`` needs to misclassify; NaN where it failed.
 
-    ``fn`` may return adversarial examples (a tensor shaped like ``x`` or an
-    :class:`~entrobust.attacks.AttackResult`) — then success is checked here — or distances ``(N,)``.
+    ``fn`` may return adversarial examples (a tensor shaped like ``x``, an
+    :class:`~entrobust.attacks.AttackResult` or an ``(x_adv, ...)`` tuple) — then success is checked
+    here — or distances ``(N,)``. It runs with the model in eval mode and its parameters frozen.
     """
-    out = fn(model, x, y)
+    with frozen(model, "eval"), torch.enable_grad():
+        out = fn(model, x, y)
     if isinstance(out, tuple):
         out = out[0]
     if isinstance(out, AttackResult) or (isinstance(out, Tensor) and out.shape == x.shape):
@@ -413,7 +420,7 @@ def table4_rows(
 ) -> list[tuple[str, list[float]]]:
     """RU Table 4 as rows ``(label, [value per model])``, models in the mapping's order."""
     return [
-        (label.format(adversary=adversary), [float(getattr(r, key)) for r in results.values()])
+        (label.replace("{adversary}", adversary), [float(getattr(r, key)) for r in results.values()])
         for key, label in TABLE4_ROWS
     ]
 

@@ -137,7 +137,11 @@ def plot_input_surfaces(surfaces: dict[str, InputSurface], path: str | Path, *, 
         ax.set_ylabel("ε₂ (random)", fontsize=8)
         ax.set_zlabel("CE loss" if what == "loss" else "margin", fontsize=8)
         ax.tick_params(labelsize=7)
-    title = "Input-space loss surface" if what == "loss" else "Decision margin surface (black: M = 0)"
+    title = (
+        "Input-space loss surface"
+        if what == "loss"
+        else "Decision margin surface (black line: M = 0, where reached)"
+    )
     fig.suptitle(f"{title} at x + ε₁·d₁ + ε₂·d₂ (RU App. C.2)")
     fig.tight_layout()
     path = Path(path)

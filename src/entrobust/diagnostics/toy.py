@@ -260,6 +260,19 @@ class ToySurfaces:
         }
 
 
+@dataclass(frozen=True)
+class _AdvLoss:
+    """θ ↦ closed-form adversarial loss of the linear model on fixed data (for −F(θ))."""
+
+    x: np.ndarray
+    y: np.ndarray
+    eps: float
+    norm: ToyNorm
+
+    def __call__(self, theta: np.ndarray) -> np.ndarray:
+        return linear_adversarial_loss(theta, self.x, self.y, self.eps, self.norm)
+
+
 def toy_surfaces(
     *,
     dataset: Literal["point", "gaussian"] = "point",
@@ -308,12 +321,7 @@ def toy_surfaces(
             seed=seed,
         )
     for norm in norms:
-        s[f"ensgd-{norm}"] = entropy_sgd_loss(
-            lambda th, norm=norm: linear_adversarial_loss(th, x, y, eps, norm),
-            theta,
-            gamma=gamma,
-            nodes=nodes,
-        )
+        s[f"ensgd-{norm}"] = entropy_sgd_loss(_AdvLoss(x, y, eps, norm), theta, gamma=gamma, nodes=nodes)
     return ToySurfaces(t, t, eps, gamma, s)
 
 
