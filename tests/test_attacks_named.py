@@ -225,6 +225,6 @@ def test_minimal_distortion_functions_report_fooling_points() -> None:
 def test_cw_l2_failures_return_the_input() -> None:
     model = mlp(10)
     x, y = labelled(model, 6, 10)
-    x_adv, dist = minimal_l2(model, x, y, steps=2, search_steps=1, c_init=1e-6)
+    x_adv, dist = minimal_l2(model, x, y, steps=2, search_steps=1, c_init=1e-6, lr=1e-4)
     assert bool(torch.isinf(dist).all())
     assert torch.equal(x_adv, x)

@@ -275,19 +275,27 @@ class Transfer(Attack):
         if isinstance(attack, Attack):
             if kwargs:
                 raise ConfigError(f"options {sorted(kwargs)} only apply when attack is given by name")
-            self.inner = attack
         elif isinstance(attack, str):
             if attack == "transfer":
                 raise ConfigError("transfer cannot wrap itself")
             if seed is not None and "seed" not in kwargs:
                 kwargs["seed"] = seed
-            self.inner = build_attack(attack, threat, **kwargs)
+            build_attack(attack, threat, **kwargs)  # validate the name and options now
         else:
             raise ConfigError(f"attack must be a name or an Attack, got {type(attack).__name__}")
+        self.attack = attack
+        self.options = kwargs
         self.surrogate = surrogate
 
+    def inner(self) -> Attack:
+        """The attack run on the surrogate; a named one is built for this call's threat model
+        (a caller may have replaced ``threat`` by a per-example subset)."""
+        if isinstance(self.attack, Attack):
+            return self.attack
+        return build_attack(self.attack, self.threat, **self.options)
+
     def _search(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-        return self.inner(self.surrogate, x, y, target=target)
+        return self.inner()(self.surrogate, x, y, target=target)
 
 
 def _random_search(threat: ThreatModel, **kwargs: Any) -> Attack:
