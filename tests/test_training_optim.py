@@ -206,8 +206,16 @@ def test_second_order_step_matches_appendix_d_formula() -> None:
     c = torch.tensor([3.0, -2.0, 1.0])
     lr, gamma, inner_lr, alpha = 0.7, 0.5, 0.2, 0.6
     got = _one_param_step(
-        EntropySGD2, w0, lambda w: (c * w).sum(), lr=lr, L=1, gamma=gamma, noise=0.0,
-        inner_lr=inner_lr, alpha=alpha, scoping=0.0,
+        EntropySGD2,
+        w0,
+        lambda w: (c * w).sum(),
+        lr=lr,
+        L=1,
+        gamma=gamma,
+        noise=0.0,
+        inner_lr=inner_lr,
+        alpha=alpha,
+        scoping=0.0,
     )
     wp = w0 - inner_lr * c
     mu = alpha * w0 + (1 - alpha) * wp
@@ -216,8 +224,16 @@ def test_second_order_step_matches_appendix_d_formula() -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # and it is the first-order step when the variance term vanishes (γ → 0 in the denominator)
     first = _one_param_step(
-        EntropySGD, w0, lambda w: (c * w).sum(), lr=lr, L=1, gamma=gamma, noise=0.0,
-        inner_lr=inner_lr, alpha=alpha, scoping=0.0,
+        EntropySGD,
+        w0,
+        lambda w: (c * w).sum(),
+        lr=lr,
+        L=1,
+        gamma=gamma,
+        noise=0.0,
+        inner_lr=inner_lr,
+        alpha=alpha,
+        scoping=0.0,
     )
     assert not torch.allclose(got, first)
     torch.testing.assert_close(first, w0 - lr * (w0 - mu))

@@ -29,8 +29,18 @@ BASE = {
 }
 
 CASES = {
-    "pat": {"method": {"adversary": {"kind": "pgd", "eps": 0.2, "steps": 2}, "objective": {"kind": "ce", "mix_alpha": 0.5}}},
-    "trades": {"method": {"adversary": {"kind": "trades", "eps": 0.2, "steps": 2}, "objective": {"kind": "trades", "params": {"beta": 6.0}}}},
+    "pat": {
+        "method": {
+            "adversary": {"kind": "pgd", "eps": 0.2, "steps": 2},
+            "objective": {"kind": "ce", "mix_alpha": 0.5},
+        }
+    },
+    "trades": {
+        "method": {
+            "adversary": {"kind": "trades", "eps": 0.2, "steps": 2},
+            "objective": {"kind": "trades", "params": {"beta": 6.0}},
+        }
+    },
     "atent": {
         "method": {
             "adversary": {"kind": "atent-linf", "eps": 0.2, "steps": 2, "bn_mode": "train"},
@@ -39,7 +49,13 @@ CASES = {
     },
     "entropy-sgd+awp": {
         "method": {"adversary": {"kind": "pgd", "eps": 0.2, "steps": 2, "bn_mode": "train"}},
-        "optimizer": {"name": "entropy-sgd", "lr": 0.5, "momentum": 0.9, "nesterov": True, "kwargs": {"L": 2, "noise": 1e-3}},
+        "optimizer": {
+            "name": "entropy-sgd",
+            "lr": 0.5,
+            "momentum": 0.9,
+            "nesterov": True,
+            "kwargs": {"L": 2, "noise": 1e-3},
+        },
         "awp": {"gamma": 0.01},
         "schedule": {"eps_warmup_epochs": 1.5, "milestones": [2]},
     },

@@ -85,9 +85,9 @@ def test_overrides_parse_values_and_revalidate() -> None:
     cfg = apply_overrides(tiny(), ["optimizer.lr=0.2", "awp.gamma=0.005", "method.objective.kind=entm"])
     assert cfg.optimizer.lr == 0.2 and cfg.awp is not None and cfg.awp.gamma == 0.005
     assert cfg.method.objective.kind == "entm"
-    with pytest.raises(ConfigError, match="'optimizer.lrr'"):
+    with pytest.raises(ConfigError, match=r"'optimizer.lrr'"):
         apply_overrides(tiny(), ["optimizer.lrr=1"])
-    with pytest.raises(ConfigError, match="key.sub=value"):
+    with pytest.raises(ConfigError, match=r"key.sub=value"):
         parse_override("optimizer.lr")
     with pytest.raises(ConfigError, match="epochs: expected an integer"):
         apply_overrides(tiny(), {"epochs": "x"})
@@ -96,11 +96,11 @@ def test_overrides_parse_values_and_revalidate() -> None:
 def test_bad_config_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = [\n")
-    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"bad.toml: not valid TOML"):
         load_config(bad)
     wrong = tmp_path / "wrong.toml"
     wrong.write_text("epochs = 2\n[optimizer]\nmomentun = 0.9\n")
-    with pytest.raises(ConfigError, match="wrong.toml: .*optimizer.momentun"):
+    with pytest.raises(ConfigError, match=r"wrong.toml: .*optimizer.momentun"):
         load_config(wrong)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
@@ -143,7 +143,12 @@ def test_training_writes_checkpoints_history_and_calls_hooks(tmp_path: Path) -> 
 
     rec = Recorder()
     plain: list[int] = []
-    cfg = tiny(method={"adversary": {"kind": "pgd", "eps": 0.1, "steps": 2}, "objective": {"kind": "ce", "mix_alpha": 0.5}})
+    cfg = tiny(
+        method={
+            "adversary": {"kind": "pgd", "eps": 0.1, "steps": 2},
+            "objective": {"kind": "ce", "mix_alpha": 0.5},
+        }
+    )
     result = train(cfg, tmp_path, callbacks=[rec, lambda m: plain.append(m["epoch"])])
     assert rec.started == rec.ended == 1 and plain == [1, 2]
     assert [r["epoch"] for r in rec.rows] == [1, 2] == [h["epoch"] for h in result.history]
@@ -151,7 +156,14 @@ def test_training_writes_checkpoints_history_and_calls_hooks(tmp_path: Path) -> 
     for key in ("train_loss", "train_clean_acc", "train_robust_acc", "val_clean_acc", "val_robust_acc", "lr"):
         assert isinstance(row[key], float) and math.isfinite(row[key]), key
     assert 0 <= row["val_robust_acc"] <= 1
-    for name in ("config.json", "config.toml", "history.json", STATE_FILE, "last.safetensors", "best.safetensors"):
+    for name in (
+        "config.json",
+        "config.toml",
+        "history.json",
+        STATE_FILE,
+        "last.safetensors",
+        "best.safetensors",
+    ):
         assert (tmp_path / name).exists(), name
     assert TrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == cfg
     assert json.loads((tmp_path / "history.json").read_text()) == result.history
@@ -205,7 +217,9 @@ def test_entropy_sgd_epoch_is_one_pass_and_phases_switch() -> None:
 
 def test_early_stopping_on_validation_metric() -> None:
     """lr 0 freezes the weights, so validation never improves after the first epoch."""
-    cfg = tiny(epochs=5, optimizer={"name": "sgd", "lr": 0.0}, validation={"size": 20, "steps": 1, "patience": 2})
+    cfg = tiny(
+        epochs=5, optimizer={"name": "sgd", "lr": 0.0}, validation={"size": 20, "steps": 1, "patience": 2}
+    )
     result = Trainer(cfg, None).fit()
     assert result.stopped_early and len(result.history) == 3
     assert result.history[-1].get("early_stop") is True and result.best["epoch"] == 1
@@ -229,7 +243,13 @@ def test_user_model_and_data_are_used() -> None:
     data = load_dataset("digits", "train")
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     cfg = TrainConfig.from_dict(
-        {"dataset": "digits", "model": "user", "epochs": 3, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}}
+        {
+            "dataset": "digits",
+            "model": "user",
+            "epochs": 3,
+            "batch_size": 64,
+            "optimizer": {"name": "adam", "lr": 0.01},
+        }
     )
     result = Trainer(cfg, None, model=model, train_data=data).fit()
     assert result.model is model

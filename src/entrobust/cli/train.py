@@ -27,9 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(__doc__ or "").split("\n")[0],
     )
     src = p.add_argument_group("what to train")
-    src.add_argument("--preset", metavar="NAME", help="preset name, e.g. ru/pat-entm (entrobust list presets)")
+    src.add_argument(
+        "--preset", metavar="NAME", help="preset name, e.g. ru/pat-entm (entrobust list presets)"
+    )
     src.add_argument("--config", metavar="FILE", help="a TOML or JSON TrainConfig")
-    src.add_argument("--scale", choices=("cpu", "paper"), help="preset scale (default: cpu for mnist5k/mnist)")
+    src.add_argument(
+        "--scale", choices=("cpu", "paper"), help="preset scale (default: cpu for mnist5k/mnist)"
+    )
     src.add_argument("--dataset", help="dataset name (entrobust list datasets)")
     src.add_argument("--model", help="model name (entrobust list models)")
     src.add_argument("--epochs", type=int, help="number of epochs")
@@ -46,7 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     run_g = p.add_argument_group("how to run")
     run_g.add_argument("--out", metavar="DIR", help="output directory (default: runs/<preset>-<dataset>)")
-    run_g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    run_g.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     run_g.add_argument("--device", help="auto, cpu, cuda[:N] or mps")
     run_g.add_argument("--threads", type=int, help="CPU threads for torch")
     run_g.add_argument("--data-root", dest="data_root", help="where dataset files live")
@@ -141,7 +147,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     test = load_dataset(cfg.dataset, "test", root=cfg.data_root)
     last_acc = accuracy(result.model, test, device=trainer.device)
-    summary: dict[str, Any] = {"test_clean_acc_last": last_acc, "last_epoch": result.last["epoch"] if result.last else None}
+    summary: dict[str, Any] = {
+        "test_clean_acc_last": last_acc,
+        "last_epoch": result.last["epoch"] if result.last else None,
+    }
     print(f"clean test accuracy: {100 * last_acc:.2f}% ({len(test)} examples, last epoch)")
     if result.best is not None and result.last is not None and result.best["epoch"] != result.last["epoch"]:
         from entrobust.checkpoint import load_checkpoint
@@ -149,7 +158,10 @@ def run(args: argparse.Namespace) -> int:
         best_model, _ = load_checkpoint(out / "best", map_location=trainer.device)
         best_acc = accuracy(best_model, test, device=trainer.device)
         summary.update(test_clean_acc_best=best_acc, best_epoch=result.best["epoch"])
-        print(f"clean test accuracy: {100 * best_acc:.2f}% (best epoch {result.best['epoch']}, {trainer.selection_metric()})")
+        print(
+            f"clean test accuracy: {100 * best_acc:.2f}% "
+            f"(best epoch {result.best['epoch']} by {trainer.selection_metric()})"
+        )
     atomic_write_json(out / "test.json", summary)
     print(f"checkpoints: {out / 'last.safetensors'}, {out / 'best.safetensors'}")
     return 0

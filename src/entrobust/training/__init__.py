@@ -48,7 +48,34 @@ _EXPORTS: dict[str, str] = {
     "preset_config": "entrobust.training.presets",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AWP",
+    "OBJECTIVES",
+    "OPTIMIZERS",
+    "PRESETS",
+    "REGULARIZERS",
+    "AWPConfig",
+    "AdversaryConfig",
+    "Callback",
+    "EntropySGD",
+    "EntropySGD2",
+    "Method",
+    "MethodConfig",
+    "ObjectiveConfig",
+    "OptimizerConfig",
+    "Preset",
+    "RegularizerConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "ValidationConfig",
+    "apply_overrides",
+    "build_optimizer",
+    "load_config",
+    "preset_config",
+    "train",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from entrobust.training.config import (

@@ -105,7 +105,8 @@ class OptimizerConfig:
             raise ConfigError("optimizer.switch_to and optimizer.switch_epoch must be given together")
         if self.switch_epoch is not None and self.switch_epoch <= self.warmup_epochs:
             raise ConfigError(
-                f"optimizer.switch_epoch must be > warmup_epochs = {self.warmup_epochs}, got {self.switch_epoch}"
+                f"optimizer.switch_epoch must be > warmup_epochs = {self.warmup_epochs}, "
+                f"got {self.switch_epoch}"
             )
         for phase in self.phases():
             name, kwargs = self.phase_spec(phase)
@@ -114,7 +115,9 @@ class OptimizerConfig:
     # phases: 0 = warm-up (plain SGD), 1 = main, 2 = after the switch
     def phases(self) -> list[int]:
         """The phases this config uses, in order."""
-        return [p for p, on in ((0, self.warmup_epochs > 0), (1, True), (2, self.switch_to is not None)) if on]
+        return [
+            p for p, on in ((0, self.warmup_epochs > 0), (1, True), (2, self.switch_to is not None)) if on
+        ]
 
     def phase_at(self, epoch: int) -> int:
         """Phase of (0-based) ``epoch``."""
@@ -206,7 +209,9 @@ class ScheduleConfig:
         if self.kind not in SCHEDULES:
             raise ConfigError(f"schedule.kind must be one of {', '.join(SCHEDULES)}, got {self.kind!r}")
         if any(m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
-            raise ConfigError(f"schedule.milestones must be increasing epochs >= 1, got {list(self.milestones)}")
+            raise ConfigError(
+                f"schedule.milestones must be increasing epochs >= 1, got {list(self.milestones)}"
+            )
         _positive("schedule.factor", self.factor)
         _positive("schedule.eps_warmup_epochs", self.eps_warmup_epochs, strict=False)
 
@@ -373,7 +378,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
                 return _convert(arg, value, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{key}: expected {_type_name(tp)}, got {value!r}"
+        )
     if tp is Any:
         return value
     if tp is bool:
@@ -424,7 +431,9 @@ def _dataclass_from(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any
     unknown = [k for k in data if k not in names]
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"unknown config key {where!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(names)}")
+        raise ConfigError(
+            f"unknown config key {where!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(names)}"
+        )
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
@@ -453,7 +462,9 @@ def _method_from(value: Any) -> MethodConfig:
         return MethodConfig.from_dict(dict(value))
     except EntrobustError as exc:
         msg = str(exc)
-        raise ConfigError(msg if msg.startswith("method") else f"method.{msg}" if _looks_keyed(msg) else f"method: {msg}") from None
+        raise ConfigError(
+            msg if msg.startswith("method") else f"method.{msg}" if _looks_keyed(msg) else f"method: {msg}"
+        ) from None
 
 
 def _looks_keyed(msg: str) -> bool:
@@ -588,9 +599,7 @@ def apply_overrides(config: TrainConfig, overrides: Mapping[str, Any] | Sequence
     Raises :class:`ConfigError` naming the key for unknown keys or wrong types.
     """
     pairs = (
-        list(overrides.items())
-        if isinstance(overrides, Mapping)
-        else [parse_override(o) for o in overrides]
+        list(overrides.items()) if isinstance(overrides, Mapping) else [parse_override(o) for o in overrides]
     )
     data = config.to_dict()
     for key, value in pairs:

@@ -135,7 +135,7 @@ class TrainResult:
 def _rng_state_safe() -> dict[str, Any]:
     """All RNG states as plain containers and tensors (loadable with ``weights_only=True``)."""
     version, mt, gauss = random.getstate()
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))
     state: dict[str, Any] = {
         "python": [version, list(mt), gauss],
         "numpy": {
@@ -181,7 +181,9 @@ def _default_threat(dataset: str) -> tuple[str, float]:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, data: Any, *, batch_size: int = 500, device: torch.device | str | None = None) -> float:
+def accuracy(
+    model: nn.Module, data: Any, *, batch_size: int = 500, device: torch.device | str | None = None
+) -> float:
     """Clean top-1 accuracy of ``model`` on a :class:`~entrobust.data.TensorData` (eval mode, restored)."""
     from entrobust.data import BatchLoader
 
@@ -305,9 +307,13 @@ class Trainer:
         self.device = select_device(cfg.device)
         v = cfg.validation
         if self._train_data is None:
-            self._train_data = load_dataset(cfg.dataset, "train", root=cfg.data_root, val_size=v.size, seed=v.split_seed)
+            self._train_data = load_dataset(
+                cfg.dataset, "train", root=cfg.data_root, val_size=v.size, seed=v.split_seed
+            )
             if v.size > 0 and self._val_data is None:
-                self._val_data = load_dataset(cfg.dataset, "val", root=cfg.data_root, val_size=v.size, seed=v.split_seed)
+                self._val_data = load_dataset(
+                    cfg.dataset, "val", root=cfg.data_root, val_size=v.size, seed=v.split_seed
+                )
         if cfg.max_train_examples is not None and cfg.max_train_examples < len(self._train_data):
             g = torch.Generator().manual_seed(cfg.seed)
             keep = torch.randperm(len(self._train_data), generator=g)[: cfg.max_train_examples]
@@ -341,7 +347,9 @@ class Trainer:
         from entrobust.checkpoint import checkpoint_paths, load_checkpoint, load_foreign_weights
 
         p = Path(path)
-        if p.suffix in (".pt", ".pth") or (p.suffix == ".safetensors" and not checkpoint_paths(p)[1].exists()):
+        if p.suffix in (".pt", ".pth") or (
+            p.suffix == ".safetensors" and not checkpoint_paths(p)[1].exists()
+        ):
             load_foreign_weights(p, model)
         else:
             load_checkpoint(p, model)
@@ -429,7 +437,7 @@ class Trainer:
             bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr)
         try:
             for _ in range(n_steps):
-                optimizer.step(closure)
+                optimizer.step(closure)  # type: ignore[arg-type]  # closures may return tensors
                 if awp_on and awp is not None and awp.perturbed:
                     awp.restore(model)
                 if bar is not None:
@@ -635,13 +643,17 @@ class Trainer:
             raise CheckpointError(f"nothing to resume: {path} does not exist")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable/unsafe file is a checkpoint error
+        except Exception as exc:
             raise CheckpointError(f"cannot read trainer state {path}: {exc}") from None
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{path} is not an entrobust trainer state")
         saved = json.loads(state["config"])
         current = self.config.to_dict()
-        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
+        diff = sorted(
+            k
+            for k in set(saved) | set(current)
+            if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES
+        )
         if diff:
             raise ConfigError(
                 f"cannot resume {self.out_dir}: the config differs in {', '.join(diff)} "

@@ -37,7 +37,13 @@ def _torch_call(name: str, make: Callable[[], Optimizer]) -> Optimizer:
 
 @OPTIMIZERS.register("sgd", help="SGD with (Nesterov) momentum and weight decay (torch.optim.SGD)")
 def _sgd(
-    params: Params, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, **extra: Any
+    params: Params,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    **extra: Any,
 ) -> Optimizer:
     return _torch_call(
         "sgd",
@@ -49,7 +55,13 @@ def _sgd(
 
 @OPTIMIZERS.register("adam", help="Adam (torch.optim.Adam); momentum/nesterov are ignored, betas via extra")
 def _adam(
-    params: Params, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, **extra: Any
+    params: Params,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    **extra: Any,
 ) -> Optimizer:
     if "betas" in extra:
         extra = {**extra, "betas": tuple(extra["betas"])}

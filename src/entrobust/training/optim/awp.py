@@ -52,7 +52,12 @@ class AWP:
     """
 
     def __init__(self, gamma: float = 0.01, *, warmup: int = 0, proxy_lr: float = 0.01) -> None:
-        if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not gamma >= 0 or math.isinf(gamma):
+        if (
+            isinstance(gamma, bool)
+            or not isinstance(gamma, int | float)
+            or not gamma >= 0
+            or math.isinf(gamma)
+        ):
             raise ConfigError(f"awp gamma must be a finite number >= 0, got {gamma!r}")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ConfigError(f"awp warmup must be an integer >= 0, got {warmup!r}")

@@ -50,7 +50,9 @@ __all__ = ["EntropySGD", "EntropySGD2"]
 Closure = Callable[[], Any]
 
 
-def _check(name: str, value: float, *, low: float = 0.0, strict: bool = False, high: float | None = None) -> None:
+def _check(
+    name: str, value: float, *, low: float = 0.0, strict: bool = False, high: float | None = None
+) -> None:
     ok = value > low if strict else value >= low
     if high is not None:
         ok = ok and value < high
@@ -161,7 +163,9 @@ class EntropySGD(Optimizer):
     def _second_moment(self) -> bool:
         return False
 
-    def _outer_direction(self, group: dict[str, Any], anchor: Tensor, mu: Tensor, xi: Tensor | None, gamma: float) -> Tensor:
+    def _outer_direction(
+        self, group: dict[str, Any], anchor: Tensor, mu: Tensor, xi: Tensor | None, gamma: float
+    ) -> Tensor:
         direction = anchor - mu
         if group["outer"] == "scaled":
             direction.mul_(gamma)
@@ -174,13 +178,17 @@ class EntropySGD(Optimizer):
         Returns the mean of the inner losses (a 0-dim tensor).
         """
         if closure is None:
-            raise ConfigError(f"{type(self).__name__}.step needs a closure that draws a minibatch and calls backward")
+            raise ConfigError(
+                f"{type(self).__name__}.step needs a closure that draws a minibatch and calls backward"
+            )
         L = int(self.param_groups[0]["L"])
         self.closure_calls = L
         t = self.outer_steps()
         second = self._second_moment()
         # snapshot: anchor w, running mean mu (and second moment xi), inner momentum buffers
-        work: list[tuple[dict[str, Any], float, list[tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]]]] = []
+        work: list[
+            tuple[dict[str, Any], float, list[tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]]]
+        ] = []
         for group in self.param_groups:
             gamma_t = float(group["gamma"]) * (1.0 + float(group["scoping"])) ** t
             items = []
@@ -273,7 +281,9 @@ class EntropySGD2(EntropySGD):
     def _second_moment(self) -> bool:
         return True
 
-    def _outer_direction(self, group: dict[str, Any], anchor: Tensor, mu: Tensor, xi: Tensor | None, gamma: float) -> Tensor:
+    def _outer_direction(
+        self, group: dict[str, Any], anchor: Tensor, mu: Tensor, xi: Tensor | None, gamma: float
+    ) -> Tensor:
         assert xi is not None
         var = (xi - mu * mu).clamp_(min=0.0)
         min_denominator = 1.0 / float(group["max_scale"])
