@@ -28,7 +28,9 @@ def discover(only: list[str] | None = None) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="run every benchmarks/bench_*.py")
-    p.add_argument("--only", nargs="*", default=None, help="run only benchmarks whose name contains one of these")
+    p.add_argument(
+        "--only", nargs="*", default=None, help="run only benchmarks whose name contains one of these"
+    )
     p.add_argument("--quick", action="store_true", help="pass --quick to every benchmark (smoke run)")
     p.add_argument("--json-dir", default=None, help="pass --json DIR/<name>.json to every benchmark")
     p.add_argument("extra", nargs="*", help="arguments passed to every benchmark (after --)")

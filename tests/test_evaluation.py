@@ -146,9 +146,13 @@ def test_table_and_save_load(tmp_path):
     t = res.table()
     lines = t.splitlines()
     assert "eps=0.1" in lines[1] and "eps=0.3" in lines[1]
-    assert any(line.startswith("A0") for line in lines) and any(line.startswith("worst case") for line in lines)
+    assert any(line.startswith("A0") for line in lines) and any(
+        line.startswith("worst case") for line in lines
+    )
     worst = lines[-1].split()[2:]
-    assert [float(v) for v in worst] == pytest.approx([100 * res.robust_accuracy(e) for e in (0.1, 0.3)], abs=0.01)
+    assert [float(v) for v in worst] == pytest.approx(
+        [100 * res.robust_accuracy(e) for e in (0.1, 0.3)], abs=0.01
+    )
     path = res.save(tmp_path / "res")
     back = EvalResult.load(path)
     assert back.table() == t
@@ -182,7 +186,8 @@ def _same(a: EvalResult, b: EvalResult) -> None:
     assert torch.equal(a.broken_step, b.broken_step)
     for k in a.records:
         assert torch.equal(a.records[k], b.records[k]) or (
-            a.records[k].is_floating_point() and torch.equal(a.records[k].nan_to_num(-7), b.records[k].nan_to_num(-7))
+            a.records[k].is_floating_point()
+            and torch.equal(a.records[k].nan_to_num(-7), b.records[k].nan_to_num(-7))
         ), k
     assert a.adv_x is not None and b.adv_x is not None and torch.equal(a.adv_x, b.adv_x)
 

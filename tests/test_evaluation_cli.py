@@ -69,7 +69,9 @@ def test_cli_prints_table_and_writes_json(checkpoint, tmp_path, capsys):
     from entrobust.data import load_dataset
 
     model, _ = load_checkpoint(checkpoint)
-    res = evaluate(model, load_dataset("digits", "test"), "quick", [0.05, 0.1], max_examples=60, progress=False)
+    res = evaluate(
+        model, load_dataset("digits", "test"), "quick", [0.05, 0.1], max_examples=60, progress=False
+    )
     assert doc["robust_accuracy"] == res.to_dict(per_example=False)["robust_accuracy"]
     assert doc["clean_accuracy"] == res.clean_accuracy
     saved = EvalResult.load(tmp_path / "full")
@@ -134,13 +136,14 @@ def test_sigkill_then_resume_equals_straight_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "out.json").exists()
-    done = subprocess.run([sys.executable, str(script), str(state), str(out)], env={**env, "SLOW": ""}, check=True)
+    done = subprocess.run(
+        [sys.executable, str(script), str(state), str(out)], env={**env, "SLOW": ""}, check=True
+    )
     assert done.returncode == 0
     resumed = EvalResult.load(out)
     # a straight run in this process (same rows, seed and batches; no state)
     sys.path.insert(0, str(TESTS))
     import _evaluation_fakes as fk
-
     from entrobust.evaluation import SuiteEntry
 
     suite = [SuiteEntry(f"A{b}", fk.Scripted, {"bit": b, "random": True, "label": f"A{b}"}) for b in range(3)]

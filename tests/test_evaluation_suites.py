@@ -65,7 +65,9 @@ def test_autoattack_suites_match_the_attack_versions():
     for version in ("standard", "plus"):
         suite = get_suite(f"autoattack-{version}")
         assert [e.attack for e in suite.entries] == list(VERSIONS[version])
-        assert [e.kwargs["restarts"] for e in suite.entries] == [RESTARTS[version][a] for a in VERSIONS[version]]
+        assert [e.kwargs["restarts"] for e in suite.entries] == [
+            RESTARTS[version][a] for a in VERSIONS[version]
+        ]
 
 
 def test_parse_custom_suites():

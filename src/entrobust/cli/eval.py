@@ -23,19 +23,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="suite name(s) and/or attacks, comma separated: quick, ru, minmax, strong, "
         "autoattack-standard, autoattack-plus, or e.g. 'pgd:steps=40,fgsm' (default: quick)",
     )
-    p.add_argument("--eps", default=None, help="comma-separated eps values, e.g. 0.1,0.3 or 8/255 (default: suite's)")
+    p.add_argument(
+        "--eps", default=None, help="comma-separated eps values, e.g. 0.1,0.3 or 8/255 (default: suite's)"
+    )
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="norm of rows without their own")
     p.add_argument("--n", type=int, default=None, help="evaluate a seeded random subset of N examples")
     p.add_argument("--dataset", default=None, help="dataset name (default: from the checkpoint metadata)")
     p.add_argument("--split", default="test", choices=["test", "train"], help="dataset split (default: test)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: entrobust's data root)")
     p.add_argument("--batch-size", type=int, default=250, help="examples per attack call (default: 250)")
-    p.add_argument("--mode", default="cascade", choices=["cascade", "independent"], help="see docs/evaluation.md")
+    p.add_argument(
+        "--mode", default="cascade", choices=["cascade", "independent"], help="see docs/evaluation.md"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and of the attacks (default: 0)")
-    p.add_argument("--json", default=None, metavar="FILE", help="write the summary and per-example records as JSON")
-    p.add_argument("--save", default=None, metavar="STEM", help="write STEM.json + STEM.safetensors (adv examples)")
-    p.add_argument("--resume-state", default=None, metavar="DIR", help="resume state folder (continue if it exists)")
+    p.add_argument(
+        "--json", default=None, metavar="FILE", help="write the summary and per-example records as JSON"
+    )
+    p.add_argument(
+        "--save", default=None, metavar="STEM", help="write STEM.json + STEM.safetensors (adv examples)"
+    )
+    p.add_argument(
+        "--resume-state", default=None, metavar="DIR", help="resume state folder (continue if it exists)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 

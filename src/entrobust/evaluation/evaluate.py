@@ -71,7 +71,9 @@ def _as_data(data: DataLike) -> tuple[Tensor, Tensor, str | None]:
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
         if x.dim() < 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
-            raise DataError(f"data: x {tuple(x.shape)} and y {tuple(y.shape)} do not match (need N×... and N)")
+            raise DataError(
+                f"data: x {tuple(x.shape)} and y {tuple(y.shape)} do not match (need N×... and N)"
+            )
         if not x.is_floating_point():
             raise DataError(f"data: images must be float in [0, 1] or uint8, got {x.dtype}")
         if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
@@ -117,7 +119,9 @@ def build_plan(suite: Suite, eps: Sequence[float], norm: str) -> tuple[list[floa
     steps: list[Step] = []
     for j, k in enumerate(keys):
         for r, entry in enumerate(suite.entries):
-            runs = (entry.eps is None and k in free) or (entry.eps is not None and round(entry.eps / _KEY) == k)
+            runs = (entry.eps is None and k in free) or (
+                entry.eps is not None and round(entry.eps / _KEY) == k
+            )
             if runs:
                 e = entry.eps if entry.eps is not None else cols[j]
                 steps.append(Step(len(steps), float(e), j, r, entry.label, entry.norm or norm))
@@ -226,7 +230,9 @@ def _check_threat(res_x: Tensor, x: Tensor, eps: float, norm: str, label: str) -
     dist = ThreatModel(norm, eps).distance(res_x, x)
     tol = 1e-5 * max(1.0, eps) + 1e-6
     if bool((dist > eps + tol).any()) or float(res_x.min()) < -1e-6 or float(res_x.max()) > 1 + 1e-6:
-        raise RuntimeError(f"attack {label!r} left its threat model (max ‖δ‖ {float(dist.max()):.6g} > ε {eps:g})")
+        raise RuntimeError(
+            f"attack {label!r} left its threat model (max ‖δ‖ {float(dist.max()):.6g} > ε {eps:g})"
+        )
     return dist
 
 
@@ -356,7 +362,9 @@ def evaluate(
                 assert attack is not None
                 pos = chunks[b]
                 t0 = time.perf_counter()
-                res = _run_chunk(attack, net, x[pos].to(dev), y[pos].to(dev), chunk_seed(seed, step.eps, step.label, b))
+                res = _run_chunk(
+                    attack, net, x[pos].to(dev), y[pos].to(dev), chunk_seed(seed, step.eps, step.label, b)
+                )
                 dist = _check_threat(res.x_adv, x[pos].to(dev), step.eps, step.norm, step.label).cpu()
                 succ = res.success.cpu().bool()
                 rec = records
@@ -477,4 +485,3 @@ def _bar(total: int, done: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=done, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
-

@@ -252,15 +252,17 @@ class EvalResult:
         widths = [max(len(r[k]) for r in [head, *rows]) for k in range(len(head))]
 
         def fmt(r: list[str]) -> str:
-            return "  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths)))
+            cells = zip(r, widths, strict=True)
+            return "  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(cells))
 
         what = "worst-case accuracy after each row" if self.mode == "cascade" else "accuracy per row"
         title = (
-            f"suite {self.suite.get('name', '?')} | {self.norm} | {self.n} examples | {self.mode} "
-            f"({what}, %)"
+            f"suite {self.suite.get('name', '?')} | {self.norm} | {self.n} examples | {self.mode} ({what}, %)"
         )
         rule = "-" * len(fmt(head))
-        return "\n".join([title, fmt(head), rule, fmt(rows[0]), *(fmt(r) for r in rows[1:-1]), rule, fmt(rows[-1])])
+        return "\n".join(
+            [title, fmt(head), rule, fmt(rows[0]), *(fmt(r) for r in rows[1:-1]), rule, fmt(rows[-1])]
+        )
 
     def __str__(self) -> str:
         return self.table()
@@ -282,7 +284,9 @@ class EvalResult:
         if self.adv_x is not None:
             tensors["adv_x"] = self.adv_x
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        atomic_write_bytes(stem.with_suffix(".safetensors"), st_save(tensors, metadata={"format": "entrobust-eval"}))
+        atomic_write_bytes(
+            stem.with_suffix(".safetensors"), st_save(tensors, metadata={"format": "entrobust-eval"})
+        )
         doc = self.to_dict(per_example=False)
         doc.update(
             format="entrobust-eval",

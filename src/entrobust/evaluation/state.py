@@ -68,7 +68,9 @@ class EvalState:
                 raise ConfigError(f"{meta_path} is not an entrobust evaluation state")
             old = doc.get("fingerprint", {})
             if fingerprint_hash(old) != self.key:
-                diff = sorted(k for k in set(old) | set(self.fingerprint) if old.get(k) != self.fingerprint.get(k))
+                diff = sorted(
+                    k for k in set(old) | set(self.fingerprint) if old.get(k) != self.fingerprint.get(k)
+                )
                 raise ConfigError(
                     f"resume state {self.path} belongs to an evaluation with other arguments "
                     f"(different: {', '.join(diff)}); use another --resume-state path or delete it"

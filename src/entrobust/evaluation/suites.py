@@ -77,7 +77,9 @@ class SuiteEntry:
         if not self.label:
             raise ConfigError("a suite entry needs a non-empty label")
         if self.norm is not None and self.norm not in NORMS:
-            raise ConfigError(f"suite entry {self.label!r}: unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
+            raise ConfigError(
+                f"suite entry {self.label!r}: unknown norm {self.norm!r}; valid: {', '.join(NORMS)}"
+            )
         if self.eps is not None and (not math.isfinite(self.eps) or self.eps < 0):
             raise ConfigError(f"suite entry {self.label!r}: eps must be finite and >= 0, got {self.eps}")
 
@@ -86,7 +88,8 @@ class SuiteEntry:
         """The attack's registry name, or the factory's qualified name."""
         if isinstance(self.attack, str):
             return self.attack
-        return f"{getattr(self.attack, '__module__', '?')}.{getattr(self.attack, '__qualname__', repr(self.attack))}"
+        module = getattr(self.attack, "__module__", "?")
+        return f"{module}.{getattr(self.attack, '__qualname__', repr(self.attack))}"
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able description (stored with every result and in resume fingerprints)."""
@@ -189,16 +192,16 @@ def concat(suites: Sequence[Suite], name: str | None = None) -> Suite:
         for e in suite.entries:
             if any(e.same_attack(f) for f in entries):
                 continue
-            label, k = e.label, 2
+            label, copy = e.label, 2
             while any(f.label == label for f in entries):
-                label, k = f"{e.label}#{k}", k + 1
+                label, copy = f"{e.label}#{copy}", copy + 1
             entries.append(SuiteEntry(label, e.attack, e.kwargs, e.norm, e.eps) if label != e.label else e)
     if len(suites) == 1 and name is None:
         return suites[0]
     eps: dict[str, tuple[float, ...]] = {}
     for suite in suites:  # the first suite that has a default for a family wins
-        for k, v in suite.eps.items():
-            eps.setdefault(k, v)
+        for family, values in suite.eps.items():
+            eps.setdefault(family, values)
     return Suite(name or ",".join(s.name for s in suites), tuple(entries), "custom", eps)
 
 
@@ -354,7 +357,8 @@ def _autoattack_rows(version: str) -> tuple[SuiteEntry, ...]:
     from entrobust.attacks.autoattack import RESTARTS, VERSIONS
 
     return tuple(
-        SuiteEntry(_AA_LABELS[name], name, {"restarts": RESTARTS[version][name]}) for name in VERSIONS[version]
+        SuiteEntry(_AA_LABELS[name], name, {"restarts": RESTARTS[version][name]})
+        for name in VERSIONS[version]
     )
 
 
@@ -425,7 +429,9 @@ def parse_value(text: str) -> Any:
 
 def _split_top(text: str, sep: str = ",") -> list[str]:
     """Split on ``sep`` outside parentheses."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1
