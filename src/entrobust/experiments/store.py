@@ -23,7 +23,7 @@ from typing import Any
 
 from entrobust.errors import EntrobustError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -92,7 +92,25 @@ CREATE TABLE IF NOT EXISTS artifacts (
     created REAL NOT NULL,
     UNIQUE (run_id, kind, path)
 );
+CREATE TABLE IF NOT EXISTS members (
+    experiment TEXT NOT NULL,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    label TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (experiment, run_id)
+);
+CREATE TABLE IF NOT EXISTS stages (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    stage TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    result TEXT NOT NULL DEFAULT '{}',
+    updated REAL NOT NULL,
+    PRIMARY KEY (run_id, stage)
+);
 """
+# Version history: 1 = runs, epochs, evaluations, examples, analyses, artifacts;
+# 2 = + members (a run's label in each experiment that uses it) and stages (finished work units of
+# the experiment runner). Opening a version-1 file adds the new tables and bumps the version.
 
 RUN_STATUSES = ("pending", "running", "done", "failed")
 
@@ -215,6 +233,8 @@ class Store:
         row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) < SCHEMA_VERSION:  # older file: the new tables were just created
+            con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise EntrobustError(
                 f"{self.path}: results store has schema version {row[0]}, this entrobust reads "
@@ -428,6 +448,146 @@ class Store:
         if run_id is None:
             return [dict(r) for r in self._read("SELECT * FROM artifacts ORDER BY id")]
         return [dict(r) for r in self._read("SELECT * FROM artifacts WHERE run_id=? ORDER BY id", (run_id,))]
+
+    # ------------------------------------------- experiments and stages (schema 2)
+    def add_member(
+        self, experiment: str, run_id: str, label: str, role: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record that ``experiment`` uses run ``run_id`` under ``label`` (a run shared by several
+        experiments keeps one row per experiment). ``role`` is free-form JSON (e.g. AT or not)."""
+        self._write(
+            lambda con: con.execute(
+                "INSERT OR REPLACE INTO members VALUES (?,?,?,?)",
+                (experiment, run_id, label, json.dumps(dict(role or {}), sort_keys=True)),
+            )
+        )
+
+    def members(self, experiment: str | None = None) -> list[dict[str, Any]]:
+        """``{"experiment", "run_id", "label", "role"}`` rows, optionally of one experiment."""
+        sql = "SELECT * FROM members" + (" WHERE experiment=?" if experiment is not None else "")
+        rows = self._read(sql + " ORDER BY rowid", (experiment,) if experiment is not None else ())
+        return [
+            {
+                "experiment": r["experiment"],
+                "run_id": r["run_id"],
+                "label": r["label"],
+                "role": json.loads(r["role"]),
+            }
+            for r in rows
+        ]
+
+    def experiments(self) -> list[str]:
+        """Names of the experiments recorded in this store, in the order they first ran."""
+        rows = self._read("SELECT experiment FROM members GROUP BY experiment ORDER BY MIN(rowid)")
+        return [r["experiment"] for r in rows]
+
+    def stage(self, run_id: str, stage: str) -> dict[str, Any] | None:
+        """The finished stage ``stage`` of a run (``{"spec_hash", "result", "updated"}``) or None."""
+        rows = self._read("SELECT * FROM stages WHERE run_id=? AND stage=?", (run_id, stage))
+        if not rows:
+            return None
+        return {
+            "spec_hash": rows[0]["spec_hash"],
+            "result": json.loads(rows[0]["result"]),
+            "updated": rows[0]["updated"],
+        }
+
+    def stage_done(self, run_id: str, stage: str, spec_hash: str) -> bool:
+        """True when ``stage`` of ``run_id`` finished with the same specification hash."""
+        got = self.stage(run_id, stage)
+        return got is not None and got["spec_hash"] == spec_hash
+
+    def mark_stage(
+        self, run_id: str, stage: str, spec_hash: str, result: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record that ``stage`` of ``run_id`` finished (replacing an earlier mark)."""
+        self._write(
+            lambda con: con.execute(
+                "INSERT OR REPLACE INTO stages VALUES (?,?,?,?,?)",
+                (run_id, stage, spec_hash, json.dumps(dict(result or {}), default=str), time.time()),
+            )
+        )
+
+    def replace_evaluations(
+        self,
+        run_id: str,
+        suite: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        stage: tuple[str, str] | None = None,
+    ) -> list[int]:
+        """Atomically replace every evaluation row of ``(run_id, suite)`` by ``rows`` (each a dict of
+        :meth:`add_evaluation`'s keyword arguments, ``examples`` optional) and, with
+        ``stage=(name, spec_hash)``, mark that stage finished in the same transaction — so an
+        interrupted writer leaves either all rows and the mark, or neither. Returns the new ids."""
+
+        def write(con: sqlite3.Connection) -> list[int]:
+            old = [
+                r[0]
+                for r in con.execute("SELECT id FROM evaluations WHERE run_id=? AND suite=?", (run_id, suite))
+            ]
+            for eid in old:
+                con.execute("DELETE FROM examples WHERE evaluation_id=?", (eid,))
+                con.execute("DELETE FROM evaluations WHERE id=?", (eid,))
+            ids = []
+            now = time.time()
+            for row in rows:
+                cur = con.execute(
+                    "INSERT INTO evaluations (run_id, suite, attack, spec, norm, eps, n, clean_acc, robust_acc,"
+                    " created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        run_id, suite, row["attack"], json.dumps(dict(row["spec"]), sort_keys=True, default=str),
+                        row["norm"], float(row["eps"]), int(row["n"]), float(row["clean_acc"]),
+                        float(row["robust_acc"]), now,
+                    ),
+                )  # fmt: skip
+                eid = int(cur.lastrowid or 0)
+                ids.append(eid)
+                examples = row.get("examples")
+                if examples:
+                    con.executemany(
+                        "INSERT INTO examples VALUES (?,?,?,?,?,?,?,?)",
+                        [
+                            (
+                                eid, int(e["idx"]), int(bool(e["success"])), e.get("first_success"),
+                                e.get("margin"), e.get("loss"), e.get("entropy"), e.get("distance"),
+                            )
+                            for e in examples
+                        ],
+                    )  # fmt: skip
+            if stage is not None:
+                con.execute(
+                    "INSERT OR REPLACE INTO stages VALUES (?,?,?,?,?)",
+                    (run_id, stage[0], stage[1], json.dumps({"evaluations": ids}), now),
+                )
+            return ids
+
+        return list(self._write(write))
+
+    def evaluation(self, evaluation_id: int) -> Evaluation:
+        """One evaluation row by id (raises when absent)."""
+        rows = self._read("SELECT * FROM evaluations WHERE id=?", (int(evaluation_id),))
+        if not rows:
+            raise EntrobustError(f"no evaluation with id {evaluation_id} in {self.path}")
+        r = rows[0]
+        return Evaluation(
+            r["id"], r["run_id"], r["suite"], r["attack"], json.loads(r["spec"]), r["norm"], r["eps"],
+            r["n"], r["clean_acc"], r["robust_acc"],
+        )  # fmt: skip
+
+    def analyses(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """``{"id", "run_id", "kind", "result"}`` rows, optionally of one run."""
+        sql = "SELECT * FROM analyses" + (" WHERE run_id=?" if run_id is not None else "") + " ORDER BY id"
+        rows = self._read(sql, (run_id,) if run_id is not None else ())
+        return [
+            {"id": r["id"], "run_id": r["run_id"], "kind": r["kind"], "result": json.loads(r["result"])}
+            for r in rows
+        ]
+
+    def analysis_id(self, run_id: str, kind: str) -> int | None:
+        """The row id of an analysis (for tracing report numbers), or None."""
+        rows = self._read("SELECT id FROM analyses WHERE run_id=? AND kind=?", (run_id, kind))
+        return int(rows[0]["id"]) if rows else None
 
 
 def _run(r: sqlite3.Row) -> Run:

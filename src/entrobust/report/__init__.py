@@ -1,0 +1,48 @@
+"""Reports: the papers' tables, figures, audits and the claims check as Markdown and one
+self-contained HTML page, all read from the results store.
+
+>>> from entrobust.experiments.store import Store
+>>> from entrobust.report import write_report
+>>> rep = write_report(Store("ws/results.sqlite"), "ws/report")   # doctest: +SKIP
+>>> rep.paths["html"]                                              # doctest: +SKIP
+
+Public names load lazily (``entrobust.report.results`` stays importable on its own, which the
+claims check in :mod:`entrobust.experiments.claims` relies on).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "Report": "entrobust.report.render",
+    "build_report": "entrobust.report.render",
+    "write_report": "entrobust.report.render",
+    "Cell": "entrobust.report.results",
+    "EvalRow": "entrobust.report.results",
+    "ResultSet": "entrobust.report.results",
+    "RunInfo": "entrobust.report.results",
+    "TABLES": "entrobust.report.tables",
+    "Table": "entrobust.report.tables",
+    "build_tables": "entrobust.report.tables",
+    "PLOTS": "entrobust.report.plots",
+    "build_figures": "entrobust.report.plots",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from entrobust.report.plots import PLOTS, build_figures
+    from entrobust.report.render import Report, build_report, write_report
+    from entrobust.report.results import Cell, EvalRow, ResultSet, RunInfo
+    from entrobust.report.tables import TABLES, Table, build_tables
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'entrobust.report' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,424 @@
+"""The papers' tables in their own layouts, filled from stored results.
+
+======================  ==============================================================================
+name                    layout (source)
+======================  ==============================================================================
+``ru-table1``           attacks × defenses, Normal | without AT (EntM, LS, ADP) | with AT (PAT, TRADES,
+                        PAT-EntM, PAT-LS); white-box rows then black-box (transfer) rows; the rows are
+                        RU Table 1's on colour images and RU Table 9's on MNIST-like data (Ju et al. 2020)
+``atent-table2``        defenses × (benign, ℓ∞ PGD-20, ℓ∞ CW) at ε = 0.3 (Jagatap et al. 2021, Table 2)
+``minmax-table1``       attacks (no attack, FGSM, PGD, CW, MIA, L2BIA, LinfBIA) × Std, Std+L1, Std+L2,
+                        Min-Max (Shen, Chen & Wang, Table 1)
+``minmax-table3``       fuzziness of the first conv layer: Standard / Adv. / Min-Max × datasets (Table 3)
+``kanai-table1``        (dataset, evaluation, model) × AT, AT+EnSGD, AWP, AWP+EnSGD; AutoAttack or PGD
+                        robust accuracy (Kanai et al., Table 1)
+``geometry``            RU Table 4 rows (margin, ‖∇ₓf‖₂, normalized margin, Q_f, correlation) per model
+======================  ==============================================================================
+
+Cells hold mean ± std over seeds and the ids of the rows behind them; a cell without data says
+"not run". A cell filled by a substitute for the paper's exact attack carries a mark explained in
+the table's notes (e.g. PGD-20 with 1 restart standing in for RU's 5 restarts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from entrobust.registry import Registry
+from entrobust.report.results import Cell, EvalRow, ResultSet, RunInfo
+
+__all__ = ["TABLES", "Table", "TableSpec", "build_tables"]
+
+
+@dataclass
+class Table:
+    """A rendered-to-be table: rows × columns of :class:`Cell` plus layout and provenance."""
+
+    name: str
+    title: str
+    source: str
+    rows: list[str]
+    columns: list[str]
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    column_groups: list[tuple[str, int]] = field(default_factory=list)
+    row_groups: list[tuple[str, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    dataset: str | None = None
+    corner: str = ""
+
+    def cell(self, row: str, col: str) -> Cell:
+        return self.cells.get((row, col), Cell())
+
+    @property
+    def filled(self) -> int:
+        return sum(1 for c in self.cells.values() if not c.empty)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "source": self.source,
+            "dataset": self.dataset,
+            "rows": self.rows,
+            "columns": self.columns,
+            "cells": {f"{r} | {c}": cell.to_dict() for (r, c), cell in self.cells.items()},
+            "notes": self.notes,
+        }
+
+
+TableBuilder = Callable[[ResultSet], list[Table]]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    build: TableBuilder
+    description: str
+
+
+TABLES: Registry[TableSpec] = Registry("table")
+
+
+def _register(name: str, description: str) -> Callable[[TableBuilder], TableBuilder]:
+    def add(fn: TableBuilder) -> TableBuilder:
+        TABLES.register(name, TableSpec(name, fn, description), help=description)
+        return fn
+
+    return add
+
+
+def build_tables(rs: ResultSet, names: Sequence[str] = ()) -> list[Table]:
+    """Build the named tables (default: all) and keep those with at least one filled cell."""
+    out: list[Table] = []
+    for name in names or TABLES.names():
+        for t in TABLES.get(name).build(rs):
+            if t.filled:
+                out.append(t)
+    return out
+
+
+# --------------------------------------------------------------------------------- columns
+#: column → labels (or preset names) that fill it, best first
+ALIASES: dict[str, tuple[str, ...]] = {
+    "Normal": ("Normal", "ru/normal", "Std", "Standard", "SGD", "atent/sgd", "minmax/std"),
+    "EntM": ("EntM", "ru/entm"),
+    "LS": ("LS", "ru/ls"),
+    "ADP": ("ADP", "ru/adp"),
+    "PAT": ("PAT", "ru/pat"),
+    "TRADES": ("TRADES", "ru/trades", "atent/trades", "kanai/trades"),
+    "PAT-EntM": ("PAT-EntM", "ru/pat-entm"),
+    "PAT-LS": ("PAT-LS", "ru/pat-ls"),
+    "SGD": ("SGD", "atent/sgd", "Normal", "ru/normal", "Std", "minmax/std"),
+    "Entropy SGD": ("Entropy-SGD", "EntropySGD", "atent/entropy-sgd"),
+    "ℓ∞ PGD-AT": ("PGD-AT", "ℓ∞ PGD-AT", "atent/pgd-at", "PGD-AT(E)", "atent/pgd-at-e"),
+    "MMA": ("MMA",),
+    "MART": ("MART", "atent/mart"),
+    "ℓ∞ ATENT": ("ℓ∞-ATENT", "linf-ATENT", "atent/linf-atent"),
+    "Std.": ("Std", "minmax/std", "Normal", "ru/normal", "SGD", "atent/sgd"),
+    "Std.+L1": ("Std+L1", "minmax/std-l1"),
+    "Std.+L2": ("Std+L2", "minmax/std-l2"),
+    "Min-Max": ("Min-Max", "minmax/min-max"),
+    "Adv.": ("Adv", "minmax/adv"),
+    "AT": ("AT", "kanai/at"),
+    "AT+EnSGD": ("AT+EnSGD", "kanai/at-ensgd"),
+    "AWP": ("AWP", "kanai/awp"),
+    "AWP+EnSGD": ("AWP+EnSGD", "kanai/awp-ensgd"),
+}
+
+
+def _runs(rs: ResultSet, column: str, dataset: str | None) -> list[RunInfo]:
+    return rs.runs_for(ALIASES.get(column, (column,)), dataset)
+
+
+def _family(dataset: str | None) -> str | None:
+    from entrobust.evaluation import dataset_family
+
+    return dataset_family(dataset)
+
+
+def _main_eps(dataset: str | None) -> float:
+    return 0.3 if _family(dataset) == "mnist" else 8 / 255
+
+
+def _differs(row: EvalRow, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The row's attack kwargs that differ from the paper's (for the substitute notes)."""
+    kw = row.kwargs
+    return {k: v for k, v in kw.items() if k in defaults and defaults[k] != v} | {
+        k: v for k, v in kw.items() if k not in defaults and k not in ("seed",)
+    }
+
+
+# --------------------------------------------------------------------------------- RU Table 1
+RU_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("", ("Normal",)),
+    ("Without AT", ("EntM", "LS", "ADP")),
+    ("With AT", ("PAT", "TRADES", "PAT-EntM", "PAT-LS")),
+)
+
+
+def _ru_rows(dataset: str | None) -> tuple[list[str], list[str], str]:
+    from entrobust.evaluation.suites import RU_CIFAR_ROWS, RU_MNIST_ROWS
+
+    if _family(dataset) == "mnist":
+        return list(RU_MNIST_ROWS), ["PGD10-32", "PGD10-48", "PGD20-32", "PGD20-48"], "Table 9 (MNIST)"
+    return (
+        list(RU_CIFAR_ROWS),
+        ["PGD10-4", "PGD10-8", "PGD20-4", "PGD20-8"],
+        "Tables 1-3 (CIFAR-10/100, SVHN)",
+    )
+
+
+@_register("ru-table1", "RU Table 1/9: attacks x defenses without / with AT, white- and black-box")
+def ru_table1(rs: ResultSet) -> list[Table]:
+    tables = []
+    for ds in rs.datasets():
+        white, black, which = _ru_rows(ds)
+        columns = [c for _, cols in RU_GROUPS for c in cols]
+        rows = ["Clean", *white, *[f"{r} " for r in black]]  # trailing space keeps black-box keys distinct
+        t = Table(
+            "ru-table1",
+            f"RU Table 1 layout — accuracy (%) under attacks on {ds}",
+            f"Ju et al. 2020 (RU), {which}; black-box rows crafted on a surrogate (Normal without AT, PAT with AT)",
+            rows,
+            columns,
+            column_groups=[(g, len(cols)) for g, cols in RU_GROUPS],
+            row_groups=[("", 1), ("White-Box", len(white)), ("Black-Box", len(black))],
+            dataset=ds,
+            corner="Attacks",
+        )
+        restarts: dict[str, set[str]] = {}
+        for col in columns:
+            runs = _runs(rs, col, ds)
+            t.cells[("Clean", col)] = rs.cell(runs, rs.clean_row)
+            for label in white:
+                c = rs.cell(runs, lambda r, lab=label: rs.labelled_row(r, lab))
+                t.cells[(label, col)] = _mark_changed(rs, runs, c, label, restarts)
+            for label in black:
+                c = rs.cell(runs, lambda r, lab=label: rs.labelled_row(r, lab, transfer=True))
+                t.cells[(f"{label} ", col)] = _mark_changed(rs, runs, c, label, restarts, transfer=True)
+        for label, kws in sorted(restarts.items()):
+            t.notes.append(
+                f"* {label.strip()}: run with {', '.join(sorted(kws))} instead of the paper's setting"
+            )
+        t.notes.append(
+            "White-box cells are each attack's own accuracy (independent rows); 'not run' = no stored row."
+        )
+        tables.append(t)
+    return tables
+
+
+def _mark_changed(
+    rs: ResultSet,
+    runs: list[RunInfo],
+    c: Cell,
+    label: str,
+    notes: dict[str, set[str]],
+    transfer: bool = False,
+) -> Cell:
+    """Mark a RU-named cell whose attack ran with non-default arguments (e.g. fewer restarts)."""
+    for r in runs:
+        row = rs.labelled_row(r, label, transfer=transfer)
+        if row is not None and row.kwargs:
+            changed = {f"{k}={v}" for k, v in row.kwargs.items() if k not in ("seed",)}
+            if changed:
+                notes.setdefault(label, set()).update(changed)
+                c.note = "*"
+    if c.empty:
+        c.note = ""
+    return c
+
+
+# --------------------------------------------------------------------------------- ATENT Table 2
+ATENT_ROWS: tuple[str, ...] = ("SGD", "Entropy SGD", "ℓ∞ PGD-AT", "TRADES", "MMA", "MART", "ℓ∞ ATENT")
+
+
+@_register("atent-table2", "ATENT Table 2: defenses x (benign, linf PGD-20, linf CW) at eps 0.3")
+def atent_table2(rs: ResultSet) -> list[Table]:
+    tables = []
+    for ds in rs.datasets():
+        eps = _main_eps(ds)
+        cols = ["Benign", f"ℓ∞ PGD-20 ε={eps:.3g}", f"ℓ∞ CW ε={eps:.3g}"]
+        t = Table(
+            "atent-table2",
+            f"ATENT Table 2 layout — robust accuracy (%) on {ds}",
+            "Jagatap et al. 2021 (ATENT), Table 2 (MNIST, ℓ∞ ε = 0.3; PGD-20 step 0.01)",
+            list(ATENT_ROWS),
+            cols,
+            dataset=ds,
+            corner="Defense ↓ / Attack →",
+        )
+        subs = False
+        for row in ATENT_ROWS:
+            runs = _runs(rs, row, ds)
+            t.cells[(row, cols[0])] = rs.cell(runs, rs.clean_row)
+            exact = rs.cell(
+                runs, lambda r: rs.attack_row(r, ["pgd"], eps, where=lambda e: e.kwargs.get("steps") == 20)
+            )
+            if exact.empty:
+                exact = rs.cell(runs, lambda r: rs.attack_row(r, ["pgd", "PGD20-76"], eps), note="†")
+                subs = subs or not exact.empty
+            t.cells[(row, cols[1])] = exact
+            t.cells[(row, cols[2])] = rs.cell(runs, lambda r: rs.attack_row(r, ["cw-pgd"], eps))
+        if subs:
+            t.notes.append("† PGD with another number of steps than the paper's 20 (see the cell's sources)")
+        t.notes.append("CW = the ε-bounded CW-margin loss optimized by PGD (RU's and ATENT's ℓ∞ CW reading).")
+        tables.append(t)
+    return tables
+
+
+# --------------------------------------------------------------------------------- Min-Max
+MINMAX_COLS: tuple[str, ...] = ("Std.", "Std.+L1", "Std.+L2", "Min-Max")
+MINMAX_ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("FGSM", "FGSM", ("fgsm",)),
+    ("PGD", "PGD", ("pgd",)),
+    ("CW", "CW", ("cw-pgd",)),
+    ("MIA", "MIA", ("mim",)),
+    ("L2BIA", "L2BIA", ("bim",)),
+    ("LinfBIA", "LinfBIA", ("bim",)),
+)
+
+
+@_register("minmax-table1", "Min-Max Table 1: attacks x Std, Std+L1, Std+L2, Min-Max (accuracy at eps 0.3)")
+def minmax_table1(rs: ResultSet) -> list[Table]:
+    tables = []
+    for ds in rs.datasets():
+        eps = 0.3 if _family(ds) == "mnist" else 0.03
+        rows = ["No attack", *[r for r, _, _ in MINMAX_ROWS]]
+        t = Table(
+            "minmax-table1",
+            f"Min-Max Table 1 layout — accuracy (%) on {ds}, ε = {eps:g}",
+            "Shen, Chen & Wang, Table 1 (MNIST, ε = 0.3) / Table 2 (CIFAR-10, ε = 0.03); suite 'minmax'",
+            rows,
+            list(MINMAX_COLS),
+            dataset=ds,
+            corner="Attack",
+        )
+        subs = False
+        for col in MINMAX_COLS:
+            runs = _runs(rs, col, ds)
+            t.cells[("No attack", col)] = rs.cell(runs, rs.clean_row)
+            for row, label, names in MINMAX_ROWS:
+                norm = "l2" if row == "L2BIA" else "linf"
+
+                def exact(r: RunInfo, label: str = label, norm: str = norm) -> EvalRow | None:
+                    hits = [
+                        e
+                        for e in rs.rows(r.id, norm=norm)
+                        if e.row_kind == "attack"
+                        and e.attack == label
+                        and "minmax" in e.suite_name
+                        and abs(e.eps - eps) < 1e-6
+                    ]
+                    return max(hits, key=lambda e: (e.n, e.id)) if hits else None
+
+                c = rs.cell(runs, exact)
+                if c.empty and row in ("FGSM", "PGD", "CW"):
+                    c = rs.cell(
+                        runs,
+                        lambda r, names=names, norm=norm: rs.attack_row(r, names, eps, norm=norm),
+                        note="†",
+                    )
+                    subs = subs or not c.empty
+                t.cells[(row, col)] = c
+        if subs:
+            t.notes.append(
+                "† the same attack family from another suite (other steps / step size) — see the cell's sources"
+            )
+        tables.append(t)
+    return tables
+
+
+@_register("minmax-table3", "Min-Max Table 3: fuzziness of the first conv layer, models x datasets")
+def minmax_table3(rs: ResultSet) -> list[Table]:
+    datasets = rs.datasets()
+    rows = (("Standard model", "Std."), ("Adv. model", "Adv."), ("Min-Max model", "Min-Max"))
+    t = Table(
+        "minmax-table3",
+        "Min-Max Table 3 layout — fuzziness of the first convolution layer's weights",
+        "Shen, Chen & Wang, Table 3 (eq. 14, natural log); analysis 'fuzziness'",
+        [r for r, _ in rows],
+        datasets,
+        corner="Model",
+    )
+    for row, col_alias in rows:
+        for ds in datasets:
+            runs = _runs(rs, col_alias, ds)
+            if col_alias == "Adv." and not runs:
+                runs = rs.runs_for(("PAT", "PGD-AT", "AT", "Adv"), ds)
+            t.cells[(row, ds)] = rs.analysis_cell(runs, "fuzziness", lambda a: a["first"])
+    t.notes.append("Adv. model: the Min-Max paper's alternating clean/PGD model, else PAT / PGD-AT / AT.")
+    return [t]
+
+
+# --------------------------------------------------------------------------------- Kanai Table 1
+KANAI_COLS: tuple[str, ...] = ("AT", "AT+EnSGD", "AWP", "AWP+EnSGD")
+
+
+@_register("kanai-table1", "Kanai Table 1: AutoAttack / PGD robust accuracy of AT, AT+EnSGD, AWP, AWP+EnSGD")
+def kanai_table1(rs: ResultSet) -> list[Table]:
+    rows: list[str] = []
+    cells: dict[tuple[str, str], Cell] = {}
+    for ds in rs.datasets():
+        eps = _main_eps(ds)
+        models = sorted({r.model or "?" for c in KANAI_COLS for r in _runs(rs, c, ds)})
+        for m in models:
+            aa_row, pgd_row = f"{ds} (AA, {m})", f"{ds} (PGD, {m})"
+            rows += [aa_row, pgd_row]
+            for col in KANAI_COLS:
+                runs = [r for r in _runs(rs, col, ds) if (r.model or "?") == m]
+                cells[(aa_row, col)] = rs.cell(runs, lambda r: rs.worst_row(r, eps, suites=("autoattack",)))
+                cells[(pgd_row, col)] = rs.cell(
+                    runs,
+                    lambda r: rs.attack_row(r, ["pgd"], eps, where=lambda e: e.kwargs.get("steps") == 20),
+                )
+    t = Table(
+        "kanai-table1",
+        "Kanai Table 1 layout — robust accuracy (%) against AutoAttack (AA) and PGD-20",
+        "Kanai et al., Table 1 (CIFAR-10 AA; SVHN / CIFAR-100 PGD); mean ± std over seeds",
+        rows,
+        list(KANAI_COLS),
+        cells,
+        corner="Dataset (attack, model)",
+    )
+    t.notes.append("AA = worst case over the AutoAttack standard cascade (APGD-CE, APGD-T, FAB-T, Square).")
+    return [t]
+
+
+# --------------------------------------------------------------------------------- geometry
+GEOMETRY_ROWS: tuple[tuple[str, str], ...] = (
+    ("margin", "M_f,x"),
+    ("jacobian_norm", "‖∇ₓf(x)‖₂"),
+    ("normalized_margin", "M_f,x / ‖∇ₓf(x)‖₂"),
+    ("adv_accuracy", "Accuracy (ℓ2 PGD20-0.5)"),
+    ("nonlinearity", "Q_f(x_adv, x)"),
+    ("correlation", "Correlation(M/‖∇f‖, ‖x_adv − x‖₂)"),
+)
+
+
+@_register("geometry", "RU Table 4: margin, Jacobian norm, normalized margin, Q_f, correlation per model")
+def geometry_table(rs: ResultSet) -> list[Table]:
+    tables = []
+    for ds in rs.datasets():
+        labels = [
+            lab for lab in rs.labels(ds) if any(rs.analysis(r.id, "geometry") for r in rs.runs_for(lab, ds))
+        ]
+        if not labels:
+            continue
+        t = Table(
+            "geometry",
+            f"RU Table 4 layout — margins, Jacobian and non-linearity on {ds}",
+            "Ju et al. 2020 (RU), Table 4 (means over test examples); analysis 'geometry'",
+            [name for _, name in GEOMETRY_ROWS],
+            labels,
+            dataset=ds,
+            corner="Metric",
+        )
+        for key, name in GEOMETRY_ROWS:
+            for lab in labels:
+                c = rs.analysis_cell(rs.runs_for(lab, ds), "geometry", lambda a, key=key: a[key])
+                c.percent = False
+                t.cells[(name, lab)] = c
+        tables.append(t)
+    return tables
