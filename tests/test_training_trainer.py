@@ -259,3 +259,11 @@ def test_user_model_and_data_are_used() -> None:
 def test_unknown_names_surface_as_user_errors() -> None:
     with pytest.raises(UnknownNameError, match="model"):
         Trainer(tiny(model="nonet"), None).fit()
+
+
+def test_finetune_from_starts_at_the_checkpoint(tmp_path: Path) -> None:
+    first = train(tiny(epochs=1), tmp_path / "pre")
+    frozen = tiny(epochs=1, optimizer={"name": "sgd", "lr": 0.0}, finetune_from=str(tmp_path / "pre" / "last"))
+    again = Trainer(frozen, None).fit()
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(v, again.model.state_dict()[k]), k

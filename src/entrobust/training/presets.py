@@ -97,7 +97,7 @@ PRESETS: Registry[Preset] = Registry("preset")
 
 
 def _register(preset: Preset) -> Preset:
-    PRESETS.register(preset.name, preset, help=f"{preset.title} ({preset.paper}: {preset.source})")
+    PRESETS.register(preset.name, preset, help=f"{preset.title} — {preset.source}")
     return preset
 
 
