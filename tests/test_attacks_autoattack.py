@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.optimize import linprog, minimize
 from torch import Tensor, nn
 
@@ -76,22 +78,22 @@ def test_apgd_checkpoints_official_values() -> None:
     assert apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
 
 
-def test_apgd_checkpoints_match_paper_formula_and_shape() -> None:
+def test_apgd_checkpoints_match_the_paper_formula_at_100() -> None:
     p = [0.0, 0.22]
-    while True:
-        nxt = p[-1] + max(p[-1] - p[-2] - 0.03, 0.06)
-        if nxt > 1:
-            break
-        p.append(nxt)
+    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
     assert apgd_checkpoints(100) == [math.ceil(round(v * 100, 9)) for v in p[1:]]
-    for n in (1, 5, 17, 50, 250, 1000):
-        w = apgd_checkpoints(n)
-        gaps = np.diff([0, *w])
-        assert w[0] == max(int(0.22 * n), 1)
-        assert bool((np.diff(gaps) <= 0).all())
-        assert gaps.min() >= max(int(0.06 * n), 1) and w[-1] <= n
     with pytest.raises(ConfigError):
         apgd_checkpoints(0)
+
+
+@given(st.integers(min_value=1, max_value=5000))
+def test_apgd_checkpoint_windows_shrink_to_a_floor(n_iter: int) -> None:
+    w = apgd_checkpoints(n_iter)
+    gaps = np.diff([0, *w])
+    assert w[0] == max(int(0.22 * n_iter), 1) and w[-1] <= n_iter
+    assert bool((np.diff(gaps) <= 0).all())
+    assert int(gaps.min()) >= max(int(0.06 * n_iter), 1)
 
 
 def test_square_p_schedule_absolute_and_rescaled() -> None:
@@ -418,3 +420,18 @@ def test_component_argument_validation() -> None:
             Square(threat, **bad_sq)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="images"):
         Square(threat, n_queries=5)(nn.Linear(4, 3), torch.rand(2, 4), torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["standard", "plus"])
+def test_autoattack_full_defaults_run_end_to_end(
+    tiny: tuple[nn.Module, Tensor, Tensor], version: str
+) -> None:
+    model, x, y = tiny
+    x, y = x[:8], y[:8]
+    threat = ThreatModel("linf", 0.08)
+    alone = _robust(model, APGD(threat)(model, x, y), y)
+    x_adv, report = AutoAttack(threat, version=version).run(model, x, y)
+    assert _robust(model, x_adv, y) <= alone
+    assert bool((flat_norm(x_adv - x, "linf") <= 0.08 + 1e-6).all())
+    assert list(report.robust_accuracy)[1:] == report.attacks
