@@ -1,0 +1,121 @@
+"""``entrobust audit / analyze / certify`` on a tiny checkpoint (digits, untrained LeNet5)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from entrobust.checkpoint import save_checkpoint
+from entrobust.cli import main
+from entrobust.diagnostics._cli import default_threat, parse_floats
+from entrobust.errors import ConfigError
+from entrobust.models import create_model
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("lenet5", dataset="digits", input_size=8)
+    stem = tmp_path_factory.mktemp("run") / "best"
+    save_checkpoint(stem, model, metadata={"recipe": {"method": {"adversary": {"kind": "none"}}}})
+    return stem
+
+
+def test_audit_cli_writes_json_and_pngs(
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "audit"
+    rc = main(
+        [
+            "audit",
+            str(ckpt),
+            "--n",
+            "20",
+            "--curve-n",
+            "10",
+            "--checks",
+            "gradients,eps-curve",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "gradient-obfuscation audit: linf ε = 0.1" in text  # digits default budget
+    data = json.loads((out / "audit.json").read_text())
+    assert [c["name"] for c in data["checks"]] == ["gradients", "eps-curve"]
+    assert data["settings"]["dataset"] == "digits"
+    assert (out / "audit_eps.png").stat().st_size > 1000 and not (out / "audit_steps.png").exists()
+
+
+def test_audit_cli_default_out_is_the_run_directory(ckpt: Path) -> None:
+    assert main(["audit", str(ckpt), "--n", "10", "--checks", "gradients", "--eps", "8/255", "--quiet"]) == 0
+    data = json.loads((ckpt.parent / "audit" / "audit.json").read_text())
+    assert data["threat"]["eps"] == pytest.approx(8 / 255)
+
+
+def test_analyze_cli(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "an"
+    rc = main(
+        ["analyze", str(ckpt), "--what", "margin,jacobian,fuzziness,boundary", "--n", "12", "--out", str(out)]
+    )
+    assert rc == 0
+    data = json.loads((out / "analysis.json").read_text())
+    assert set(data) == {"margin", "jacobian", "fuzziness", "boundary"}
+    assert data["jacobian"]["jacobian_norm"] > 0 and data["jacobian"]["n"] == 12
+    assert len(data["fuzziness"]["per_layer"]) == 2  # LeNet5 has two convolutions
+    assert data["boundary"]["classes"] == [5, 8]
+    for png in ("weights.png", "boundary.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_analyze_cli_needs_a_checkpoint_except_for_the_toy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "--what", "margin"]) == 2
+    assert "needs a CHECKPOINT" in capsys.readouterr().err
+    assert main(["analyze", "x", "--what", "nonsense"]) == 2
+
+
+def test_certify_cli(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cert"
+    rc = main(
+        [
+            "certify",
+            str(ckpt),
+            "--sigma",
+            "0.25",
+            "--n0",
+            "10",
+            "--n",
+            "100",
+            "--batch",
+            "100",
+            "--count",
+            "3",
+            "--radii",
+            "0,0.1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    data = json.loads((out / "certify.json").read_text())
+    assert len(data["predictions"]) == 3 and set(data["certified_accuracy"]) == {"0.0", "0.1"}
+    assert (out / "certify.png").exists()
+    assert "certified accuracy" in capsys.readouterr().out
+
+
+def test_default_threat_and_float_parsing() -> None:
+    adv = {"recipe": {"method": {"adversary": {"kind": "pgd", "norm": "l2", "eps": 2.0}}}}
+    assert default_threat(adv, "mnist5k") == ("l2", 2.0)
+    assert default_threat({}, "mnist5k") == ("linf", 0.3)
+    assert default_threat({}, "cifar10") == ("linf", pytest.approx(8 / 255))
+    assert parse_floats("0, 8/255,0.5", "--eps") == [0.0, pytest.approx(8 / 255), 0.5]
+    with pytest.raises(ConfigError, match="--eps"):
+        parse_floats("abc", "--eps")
