@@ -182,13 +182,16 @@ def _common_eps(rs: ResultSet, groups: Sequence[list[RunInfo]], norm: str = "lin
 def _audit_check(
     rs: ResultSet, runs: list[RunInfo], name: str
 ) -> tuple[list[str], list[dict[str, Any]], list[str]]:
-    """Statuses and evidence of audit check ``name`` over ``runs`` (+ analysis sources)."""
+    """Statuses and evidence of audit check ``name`` over ``runs`` (+ analysis sources). A random
+    search that had no PGD-robust point to search is no evidence and is left out."""
     statuses, evidence, sources = [], [], []
     for r in runs:
         got = rs.analysis(r.id, "audit")
         if got is None:
             continue
         for c in got[1].get("checks", []):
+            if name == "random-search" and (c.get("evidence") or {}).get("searched") == 0:
+                continue
             if c.get("name") == name:
                 statuses.append(str(c.get("status")))
                 evidence.append(dict(c.get("evidence") or {}))
@@ -226,7 +229,7 @@ def c1(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
         # robust only at small ε: at the largest ε it is no better than Normal (or near zero), and
         # whatever it gains over Normal is larger at the small ε than at the large one.
         vanishes = a_l.mean <= max(n_l.mean + CHANCE_MARGIN, CHANCE_MARGIN)
-        ok = vanishes and gain_s >= gain_l
+        ok = vanishes and gain_s > 0 and gain_s >= gain_l
         ev.part(
             name,
             ok,
@@ -665,16 +668,71 @@ def c11(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
 
 
 # ------------------------------------------------------------------------------------ driver
+#: a model whose clean accuracy is below chance + this margin is not trained enough to judge a claim
+TRAINED_MARGIN = 0.3
+
+
+def _clean_accuracy(rs: ResultSet, run: RunInfo) -> float | None:
+    row = rs.clean_row(run)
+    if row is not None:
+        return float(row.robust_acc)
+    for kind in ("audit", "geometry"):
+        got = rs.analysis(run.id, kind)
+        if got is not None and isinstance(got[1].get("clean_accuracy"), int | float):
+            return float(got[1]["clean_accuracy"])
+    return None
+
+
+def _chance(dataset: str | None) -> float:
+    try:
+        from entrobust.data.info import DATASET_INFO
+
+        return 1.0 / DATASET_INFO[str(dataset)].num_classes
+    except (KeyError, ImportError, ZeroDivisionError):
+        return 0.1
+
+
+def untrained_runs(rs: ResultSet) -> dict[str, float]:
+    """Run id → clean accuracy of runs no better than chance + :data:`TRAINED_MARGIN` (e.g. the
+    one-epoch ``tiny`` demo): comparing their robust accuracies would judge noise."""
+    out = {}
+    for r in rs.runs:
+        acc = _clean_accuracy(rs, r)
+        if acc is not None and acc < _chance(r.dataset) + TRAINED_MARGIN:
+            out[r.id] = acc
+    return out
+
+
 def check_claims(rs: ResultSet, ids: Sequence[str] = ()) -> list[ClaimResult]:
-    """Every claim (or ``ids``) on every dataset of ``rs``; C11 (dataset-free) once."""
+    """Every claim (or ``ids``) on every dataset of ``rs``; C11 (dataset-free) once.
+
+    Runs that are not trained enough (:func:`untrained_runs`) are left out, so claims about them
+    come out *not enough data*, with the excluded runs named."""
+    bad = untrained_runs(rs)
+    usable = rs
+    if bad:
+        usable = ResultSet(
+            runs=[r for r in rs.runs if r.id not in bad],
+            evaluations=[e for e in rs.evaluations if e.run_id not in bad],
+            analyses={k: v for k, v in rs.analyses.items() if k[0] not in bad},
+            epochs={k: v for k, v in rs.epochs.items() if k not in bad},
+            study=list(rs.study),
+            experiment=rs.experiment,
+        )
     datasets = rs.datasets() or ["mnist5k"]
     out: list[ClaimResult] = []
     for cid in ids or CLAIMS.names():
         cl = CLAIMS.get(cid)
         for ds in datasets[:1] if cid == "C11" else datasets:
-            res = cl.fn(rs, ds, cl)
+            res = cl.fn(usable, ds, cl)
             if cid == "C11":
                 res.dataset = None
+            elif bad and res.verdict == NOT_ENOUGH:
+                names = ", ".join(
+                    f"{r.label} {100 * bad[r.id]:.0f}%" for r in rs.runs if r.id in bad and r.dataset == ds
+                )
+                res.detail += f" [left out as not trained enough (clean accuracy): {names}]"
+                res.numbers["untrained"] = {r.label: bad[r.id] for r in rs.runs if r.id in bad}
             out.append(res)
     return out
 

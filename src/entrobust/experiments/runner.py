@@ -56,10 +56,15 @@ class Progress:
     ``stream=None`` silences it. ``counts`` collects how many units each stage ran or skipped.
     """
 
-    def __init__(self, stream: Any = sys.stdout) -> None:
-        self.stream = stream
+    def __init__(self, stream: Any = "stdout") -> None:
+        self._stream = stream
         self.t0 = time.perf_counter()
         self.counts: dict[str, dict[str, int]] = {}
+
+    @property
+    def stream(self) -> Any:
+        """Where lines go: ``sys.stdout`` as it is at call time (by default), a file, or None."""
+        return sys.stdout if self._stream == "stdout" else self._stream
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0

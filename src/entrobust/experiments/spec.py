@@ -506,13 +506,11 @@ def _check_references(exp: Experiment) -> None:
             raise ConfigError(
                 f"evaluation[{i}].surrogate: no defense labelled {e.surrogate!r}; labels: {', '.join(sorted(labels))}"
             )
-        if (
-            e.transfer
-            and e.surrogate is None
-            and not all(d.surrogate for d in exp.defenses if e.only is None or d.name in e.only)
-        ):
+        covered = [d for d in exp.defenses if e.only is None or d.name in e.only]
+        if e.transfer and e.surrogate is None and not any(d.surrogate for d in covered):
             raise ConfigError(
-                f"evaluation[{i}]: a transfer evaluation needs 'surrogate' (or a surrogate on every defense it covers)"
+                f"evaluation[{i}]: a transfer evaluation needs 'surrogate' (or a surrogate on the defenses it "
+                "covers; defenses without one are skipped)"
             )
     for i, a in enumerate(exp.analyses):
         for j, lab in enumerate(a.only or ()):

@@ -1,0 +1,66 @@
+"""``entrobust run FILE [--workspace DIR]``: run (or resume) an experiment file.
+
+Trains what is missing, evaluates, analyses and writes the report (see
+:mod:`entrobust.experiments.runner`). Rerunning after an interruption — even ``kill -9`` —
+continues where it stopped; finished work is never repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_WORKSPACE = "entrobust-workspace"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run or resume an experiment file (train, evaluate, analyse, report)",
+        description="Run (or resume) an experiment TOML file: train missing runs, evaluate, analyse, report.",
+    )
+    p.add_argument("file", help="experiment TOML file (see experiments/ and docs/experiments.md)")
+    p.add_argument("--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})")
+    p.add_argument("--report-dir", default=None, help="where the report goes (default: WORKSPACE/reports/NAME)")
+    p.add_argument("--no-report", action="store_true", help="skip writing the report")
+    p.add_argument(
+        "--stages",
+        default="train,evaluate,analyse,report",
+        help="comma-separated stages to run (default: train,evaluate,analyse,report)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="validate the file and print the plan; run nothing")
+    p.add_argument("--progress", action="store_true", help="also show tqdm bars for epochs and attacks")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from entrobust.experiments.spec import load_experiment
+
+    exp = load_experiment(args.file)
+    if args.dry_run:
+        plan = exp.plan()
+        print(f"experiment {exp.name} ({exp.scale} scale): {len(plan)} training run(s)")
+        for pr in plan:
+            c = pr.config
+            print(
+                f"  {pr.label:<16} {pr.preset:<26} {pr.dataset:<10} {pr.model:<10} seed {pr.seed}"
+                f"  {c.epochs} epoch(s), adversary {c.method.adversary.kind}"
+            )
+        for ev in exp.evaluations:
+            print(f"  evaluation {ev.name}: {ev.suite} {'(transfer)' if ev.transfer else ''}")
+        for a in exp.analyses:
+            print(f"  analysis {a.kind}")
+        return 0
+    from entrobust.experiments.runner import run_experiment
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    res = run_experiment(
+        exp,
+        args.workspace,
+        progress=args.progress,
+        report=not args.no_report,
+        report_dir=args.report_dir,
+        stages=stages,
+    )
+    if res.report:
+        print(f"report: {res.report.get('html')}")
+    return 0
