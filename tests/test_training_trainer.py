@@ -263,7 +263,29 @@ def test_unknown_names_surface_as_user_errors() -> None:
 
 def test_finetune_from_starts_at_the_checkpoint(tmp_path: Path) -> None:
     first = train(tiny(epochs=1), tmp_path / "pre")
-    frozen = tiny(epochs=1, optimizer={"name": "sgd", "lr": 0.0}, finetune_from=str(tmp_path / "pre" / "last"))
+    frozen = tiny(
+        epochs=1, optimizer={"name": "sgd", "lr": 0.0}, finetune_from=str(tmp_path / "pre" / "last")
+    )
     again = Trainer(frozen, None).fit()
     for k, v in first.model.state_dict().items():
         assert torch.equal(v, again.model.state_dict()[k]), k
+
+
+def test_awp_uses_the_eps_ramped_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[float] = []
+    original = Trainer._with_awp
+
+    def spy(method, model, awp, x, y, step):  # type: ignore[no-untyped-def]
+        seen.append(method.config.adversary.eps)
+        return original(method, model, awp, x, y, step)
+
+    monkeypatch.setattr(Trainer, "_with_awp", staticmethod(spy))
+    cfg = tiny(
+        epochs=1,
+        validation={"size": 0},
+        awp={"gamma": 0.01},
+        schedule={"eps_warmup_epochs": 1.0},
+        method={"adversary": {"kind": "pgd", "eps": 0.2, "steps": 1}},
+    )
+    Trainer(cfg, None).fit()
+    assert seen == pytest.approx([0.05, 0.1, 0.15, 0.2])

@@ -418,7 +418,7 @@ class Trainer:
             use = self._method_at(epoch + (step - first_step + 1) / n_batches)
             if awp_on:
                 assert awp is not None
-                use = self._with_awp(method, model, awp, x, y, step)
+                use = self._with_awp(use, model, awp, x, y, step)
             optimizer.zero_grad(set_to_none=True)
             loss, batch_stats = use.backward(model, x, y, step)
             if awp_on and inner_restore:
