@@ -389,7 +389,7 @@ class Trainer:
         """Train one (0-based) epoch and validate; return its metrics row."""
         cfg = self.config
         assert self.model is not None and self.optimizer is not None
-        model, method, awp = self.model, self.method, self.awp
+        model, awp = self.model, self.awp
         phase = cfg.optimizer.phase_at(epoch)
         if phase != self._phase:
             self.optimizer = cfg.optimizer.build(model.parameters(), phase)
