@@ -596,21 +596,26 @@ def resolve_config(
             f"{where}.preset: unknown preset {defense.preset!r}; valid: {', '.join(_preset_names())}"
         )
     scale = "cpu" if exp.scale == "tiny" else exp.scale
-    overrides: dict[str, Any] = {}
-    if exp.scale == "tiny":
-        overrides.update(TINY_OVERRIDES)
-    overrides.update(exp.overrides)
-    overrides.update(defense.overrides)
-    if model is not None:
-        overrides["model"] = model
-    overrides["seed"] = seed
-    overrides["device"] = exp.device
-    if exp.threads is not None:
-        overrides["threads"] = exp.threads
+    what = f"(preset {defense.preset!r}, dataset {dataset!r})"
     try:
-        return preset_config(defense.preset, dataset=dataset, scale=scale, overrides=overrides)
+        cfg = preset_config(defense.preset, dataset=dataset, scale=scale, overrides=TINY_OVERRIDES if exp.scale == "tiny" else None)
     except EntrobustError as exc:
-        raise _renamed(exc, f"{where} (preset {defense.preset!r}, dataset {dataset!r})") from None
+        raise _renamed(exc, f"{where} {what}") from None
+    for key, overrides in (("overrides", exp.overrides), (f"{where}.overrides", defense.overrides)):
+        if overrides:
+            try:
+                cfg = cfg.with_overrides(overrides)
+            except EntrobustError as exc:
+                raise _renamed(exc, f"{key} {what}") from None
+    final: dict[str, Any] = {"seed": seed, "device": exp.device}
+    if model is not None:
+        final["model"] = model
+    if exp.threads is not None:
+        final["threads"] = exp.threads
+    try:
+        return cfg.with_overrides(final)
+    except EntrobustError as exc:
+        raise _renamed(exc, f"{where} {what}") from None
 
 
 def plan_runs(exp: Experiment) -> list[PlannedRun]:

@@ -1,0 +1,62 @@
+"""``entrobust demo``: the embedded study is valid at both scales, and the whole main job runs end to
+end at the tiny scale (one short epoch per defense), prints its progress, writes the report and
+resumes instantly when run again."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from entrobust.cli import main
+from entrobust.errors import ConfigError
+from entrobust.experiments.demo import DEMO_DEFENSES, demo_experiment
+from entrobust.experiments.store import Store
+
+REQUIRED = {"Normal", "EntM", "LS", "PAT", "PAT-EntM", "TRADES", "ℓ∞-ATENT", "Min-Max", "AT+EnSGD"}
+
+
+def test_demo_definition_covers_the_key_defenses() -> None:
+    exp = demo_experiment("cpu")
+    labels = {d.name for d in exp.defenses}
+    assert REQUIRED <= labels
+    assert exp.scale == "cpu" and exp.datasets == ("mnist5k",)
+    suites = {e.name: e.suite for e in exp.evaluations}
+    assert suites["autoattack"] == "autoattack-standard"  # AutoAttack on a subset
+    assert {a.kind for a in exp.analyses} >= {"audit", "geometry", "fuzziness", "toy"}
+    plan = exp.plan()
+    assert len(plan) == len(DEMO_DEFENSES)
+    assert all(p.config.max_train_examples is None for p in plan)  # cpu presets, full mnist5k
+    tiny = demo_experiment("tiny").plan()
+    assert all(p.config.epochs == 1 and p.config.max_train_examples == 256 for p in tiny)
+    with pytest.raises(ConfigError, match="demo scale must be one of tiny, cpu"):
+        demo_experiment("huge")
+
+
+def test_tiny_demo_end_to_end_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--scale", "tiny", "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    # progress: stage lines with elapsed time, every stage, the claims table and where the report is
+    assert re.search(r"^\[\s*\d+\.\ds\] == train ==$", log, re.M)
+    for stage in ("== evaluate ==", "== analyse ==", "== report =="):
+        assert stage in log
+    assert "Claims check" in log and "C11" in log
+    assert f"Report: {out / 'report.html'}" in log
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "RU Table 1 layout" in html and "Kanai Table 1 layout" in html and "data:image/png;base64," in html
+    assert (out / "report.md").exists()
+    store = Store(out / "results.sqlite")
+    runs = [r for r in store.runs() if r.preset]
+    assert len(runs) == len(DEMO_DEFENSES) and {r.status for r in runs} == {"done"}
+    assert store.evaluations(suite="autoattack")
+    assert len([a for a in store.analyses() if a["kind"] == "audit"]) == len(DEMO_DEFENSES)
+    n_rows = len(store.evaluations())
+
+    # the second run finds everything done and only re-renders the report
+    assert main(["demo", "--scale", "tiny", "--out", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert again.count("done before, skipped") >= len(DEMO_DEFENSES) * 3
+    assert "epoch 1/1" not in again
+    assert len(store.evaluations()) == n_rows

@@ -1,0 +1,164 @@
+"""Reports from a small hand-stored study: paper layouts, mean ± std over seeds, 'not run' cells,
+a self-contained HTML page, and every table cell traced to the stored rows it came from."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from entrobust.experiments.store import Store
+from entrobust.report import ResultSet, build_tables, write_report
+from entrobust.report.tables import TABLES
+
+ADV = {"kind": "pgd", "eps": 0.188}
+NONE = {"kind": "none"}
+
+
+def _run(store: Store, label: str, preset: str, seed: int, adversary: dict[str, Any], model: str = "cnn4") -> str:
+    cfg = {"dataset": "mnist5k", "model": model, "seed": seed, "preset": preset, "method": {"adversary": adversary}}
+    rid = store.add_run(cfg, name=label, experiment="hand", preset=preset, dataset="mnist5k", model=model, seed=seed)
+    store.set_status(rid, "done", summary={"seconds": 3.0})
+    store.add_member("hand", rid, label, {"adversarial": adversary["kind"] != "none"})
+    for epoch in (1, 2):
+        store.add_epoch(rid, epoch, {"epoch": epoch, "train_loss": 1.0 / epoch, "val_robust_acc": 0.1 * epoch})
+    return rid
+
+
+def _rows(accs: dict[tuple[str, float], float], clean: float, transfer: str | None = None) -> list[dict[str, Any]]:
+    extra = {"transfer_from": transfer} if transfer else {}
+    rows = [
+        {"attack": "clean", "spec": {"row": "clean", **extra}, "norm": "linf", "eps": 0.0, "n": 100,
+         "clean_acc": clean, "robust_acc": clean,
+         "examples": [{"idx": i, "success": i % 10 == 0, "entropy": 0.1 * (i % 5), "loss": 0.2} for i in range(100)]},
+    ]  # fmt: skip
+    for (label, eps), acc in accs.items():
+        name = label if not label.startswith("PGD-20") else "pgd"
+        kwargs = {"steps": 20} if name == "pgd" else {"restarts": 1} if label.startswith("PGD10") else {}
+        rows.append(
+            {"attack": label, "norm": "linf", "eps": eps, "n": 100, "clean_acc": clean, "robust_acc": acc,
+             "spec": {"row": "attack", "accuracy": "standalone", "entry": {"attack": name, "kwargs": kwargs},
+                      "suite": {"name": "custom"}, **extra}}
+        )  # fmt: skip
+    by_eps: dict[float, float] = {}
+    for (_, eps), acc in accs.items():
+        by_eps[eps] = min(acc, by_eps.get(eps, 1.0))
+    for eps, acc in by_eps.items():
+        rows.append({"attack": "worst-case", "spec": {"row": "worst-case", **extra}, "norm": "linf", "eps": eps,
+                     "n": 100, "clean_acc": clean, "robust_acc": acc})  # fmt: skip
+    return rows
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    store = Store(tmp_path_factory.mktemp("hand") / "results.sqlite")
+    ids: dict[tuple[str, int], str] = {}
+    base = {"Normal": (0.99, 0.05, NONE), "EntM": (0.98, 0.25, NONE), "PAT": (0.97, 0.70, ADV), "PAT-EntM": (0.975, 0.74, ADV)}
+    for seed in (0, 1):
+        for label, (clean, rob, adv) in base.items():
+            rid = _run(store, label, f"ru/{label.lower()}", seed, adv)
+            ids[(label, seed)] = rid
+            d = 0.01 * seed
+            white = {("FGSM_32", 32 / 255): rob + 0.1 + d, ("PGD10-32", 32 / 255): rob + d, ("PGD-20", 0.3): rob / 2 + d}
+            store.replace_evaluations(rid, "white-box", _rows(white, clean + d / 10), stage=("eval:white-box", "h"))
+            store.add_analysis(rid, "fuzziness", {"first": 0.3 - 0.05 * seed, "histograms": [
+                {"layer": "conv1", "edges": [-0.5, 0.0, 0.5], "counts": [10, 12], "near_zero": 3, "total": 22}]})  # fmt: skip
+            store.add_analysis(rid, "geometry", {"margin": 2.0, "jacobian_norm": 10.0 + seed, "normalized_margin": 0.2,
+                                                 "nonlinearity": 4.0, "correlation": 0.8, "adv_accuracy": 0.5})  # fmt: skip
+            store.add_analysis(rid, "audit", {
+                "status": "pass", "threat": {"norm": "linf", "eps": 0.188}, "n": 100, "clean_accuracy": clean,
+                "checks": [{"name": "gradients", "status": "pass", "evidence": {"zero_fraction": 0.0}, "explanation": "ok"}],
+                "curves": {"eps": {"eps": [0.0, 0.1, 0.3, 0.6], "accuracy": [clean, rob, rob / 3, 0.0]},
+                           "steps": {"steps": [8, 16, 32], "accuracy": [rob, rob - 0.01, rob - 0.01]}}})  # fmt: skip
+    for label in ("EntM", "PAT-EntM"):
+        sur = ids[("Normal" if label == "EntM" else "PAT", 0)]
+        rows = _rows({("PGD10-32", 32 / 255): 0.5}, 0.98, transfer=sur)
+        store.replace_evaluations(ids[(label, 0)], "black-box", rows, stage=("eval:black-box", "h"))
+    # a run of another experiment must not leak into this one's report
+    other = store.add_run({"other": 1}, name="Other", experiment="x", preset="ru/pat", dataset="mnist5k", seed=0)
+    store.add_member("other-study", other, "PAT")
+    return store
+
+
+def test_result_set_selects_the_experiment(study: Store) -> None:
+    rs = ResultSet.from_store(study, experiment="hand")
+    assert len(rs.runs) == 8 and rs.labels() == ["Normal", "EntM", "PAT", "PAT-EntM"]
+    assert {r.adversarial for r in rs.runs_for("PAT")} == {True}
+    assert len(ResultSet.from_store(study).runs) == 9  # all experiments
+
+
+def test_ru_table_layout_mean_std_and_not_run(study: Store) -> None:
+    rs = ResultSet.from_store(study, experiment="hand")
+    (t,) = TABLES.get("ru-table1").build(rs)
+    assert t.columns == ["Normal", "EntM", "LS", "ADP", "PAT", "TRADES", "PAT-EntM", "PAT-LS"]
+    assert [g for g, _ in t.column_groups] == ["", "Without AT", "With AT"]
+    assert t.rows[:3] == ["Clean", "FGSM_32", "PGD10-32"]
+    cell = t.cell("PGD10-32", "EntM")
+    assert cell.values == pytest.approx([0.25, 0.26]) and cell.text() == "25.5 ± 0.7*"  # restarts=1 marked
+    assert any("restarts=1" in n for n in t.notes)
+    assert t.cell("PGD10-32", "LS").text() == "not run"
+    black = t.cell("PGD10-32 ", "EntM")  # black-box row
+    assert black.values == [0.5] and len(black.sources) == 1
+    assert t.cell("PGD10-32 ", "Normal").empty
+
+
+def test_every_cell_traces_to_stored_rows(study: Store) -> None:
+    rs = ResultSet.from_store(study, experiment="hand")
+    tables = build_tables(rs)
+    assert {t.name for t in tables} >= {"ru-table1", "atent-table2", "minmax-table3", "geometry"}
+    analyses = {a["id"]: a for a in study.analyses()}
+    filled = 0
+    for t in tables:
+        for (row, col), cell in t.cells.items():
+            if cell.empty:
+                continue
+            filled += 1
+            assert len(cell.sources) == len(cell.values) == len(cell.runs), (t.name, row, col)
+            for src, value, run in zip(cell.sources, cell.values, cell.runs, strict=True):
+                kind, ident = src.split(":")
+                if kind == "evaluation":
+                    ev = study.evaluation(int(ident))
+                    assert ev.run_id == run and math.isclose(ev.robust_acc, value)
+                else:
+                    a = analyses[int(ident)]
+                    assert a["run_id"] == run and value in [v for v in a["result"].values() if isinstance(v, float)]
+    assert filled >= 30
+
+
+def test_report_files_are_self_contained_and_traceable(study: Store, tmp_path: Path) -> None:
+    rep = write_report(study, tmp_path / "out", experiment="hand", title="Hand study")
+    html = rep.paths["html"].read_text(encoding="utf-8")
+    md = rep.paths["markdown"].read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "<style>" in html
+    assert not re.search(r"""(src|href)=["'](https?:|//|/)""", html)  # no external assets
+    assert not re.search(r"<link|<script\s+src", html)
+    images = re.findall(r'<img[^>]+src="([^"]+)"', html)
+    assert images and all(s.startswith("data:image/png;base64,") for s in images)
+    assert len(images) == len(rep.figures) >= 4  # eps-curve, steps-curve, training, weights ...
+    assert "not run" in html and "Claims check" in html and "Gradient-obfuscation audit" in html
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S).group(1))
+    ru = next(t for t in data["tables"] if t["name"] == "ru-table1")
+    cell = ru["cells"]["PGD10-32 | PAT-EntM"]
+    assert cell["mean"] == pytest.approx(0.745) and len(cell["sources"]) == 2
+    for src in cell["sources"]:
+        assert f'data-sources="{" ".join(cell["sources"])}"' in html
+        assert study.evaluation(int(src.split(":")[1])).attack == "PGD10-32"
+    assert "| Clean |" in md and "![" in md and "## Claims check" in md
+    for name in re.findall(r"\]\((plots/[^)]+)\)", md):
+        assert (tmp_path / "out" / name).stat().st_size > 1000
+    assert json.loads(rep.paths["json"].read_text())["tables"]
+
+
+def test_unknown_experiment_and_run_ids_are_clear_errors(study: Store) -> None:
+    from entrobust.errors import EntrobustError
+
+    with pytest.raises(EntrobustError, match="no experiment 'nope'.*experiments: hand"):
+        ResultSet.from_store(study, experiment="nope")
+    with pytest.raises(EntrobustError, match="run id 'zzzz' matches 0 runs"):
+        ResultSet.from_store(study, run_ids=["zzzz"])
+    some = ResultSet.from_store(study, experiment="hand").runs[0].id
+    assert [r.id for r in ResultSet.from_store(study, run_ids=[some[:6]]).runs] == [some]
