@@ -53,7 +53,9 @@ class Study:
         self.rs.runs.append(r)
 
         def add(attack: str, eps: float, acc: float, spec: dict[str, Any], nrm: str = "linf") -> None:
-            self.rs.evaluations.append(EvalRow(self._next(), rid, "ev", attack, nrm, eps, n, clean, acc, spec))
+            self.rs.evaluations.append(
+                EvalRow(self._next(), rid, "ev", attack, nrm, eps, n, clean, acc, spec)
+            )
 
         add("clean", 0.0, clean, {"row": "clean"})
         for eps, acc in (white or {}).items():
@@ -69,11 +71,15 @@ class Study:
 
     def audit(self, run: RunInfo, **statuses: str) -> None:
         evidence = {"searched": 10, "random_successes": 0, "final_accuracy": 0.0}
-        checks = [{"name": k.replace("_", "-"), "status": v, "evidence": evidence} for k, v in statuses.items()]
+        checks = [
+            {"name": k.replace("_", "-"), "status": v, "evidence": evidence} for k, v in statuses.items()
+        ]
         self.analysis(run, "audit", {"checks": checks, "clean_accuracy": 0.98})
 
     def geometry(self, run: RunInfo, jac: float, nmargin: float, q: float) -> None:
-        self.analysis(run, "geometry", {"jacobian_norm": jac, "normalized_margin": nmargin, "nonlinearity": q})
+        self.analysis(
+            run, "geometry", {"jacobian_norm": jac, "normalized_margin": nmargin, "nonlinearity": q}
+        )
 
     def verdict(self, cid: str) -> str:
         (res,) = check_claims(self.rs, [cid])
@@ -123,7 +129,9 @@ def test_c2_verdicts() -> None:
     via_audit.audit(via_audit.run("LS"), random_search="fail")
     none = Study()
     none.run("EntM", rows={("PGD10-32", 0.125): 0.1})
-    _check([(REPRODUCED, masked), (NOT_REPRODUCED, honest), (REPRODUCED, via_audit), (NOT_ENOUGH, none)], "C2")
+    _check(
+        [(REPRODUCED, masked), (NOT_REPRODUCED, honest), (REPRODUCED, via_audit), (NOT_ENOUGH, none)], "C2"
+    )
 
 
 # ------------------------------------------------------------------------------------ C3, C4
@@ -166,7 +174,11 @@ def test_c5_verdicts() -> None:
     none = Study()
     none.geometry(none.run("EntM"), 3.4, 2.8, 52.5)
     _check(
-        [(REPRODUCED, study((3.44, 2.81, 52.5))), (NOT_REPRODUCED, study((80.0, 0.1, 52.5))), (NOT_ENOUGH, none)],
+        [
+            (REPRODUCED, study((3.44, 2.81, 52.5))),
+            (NOT_REPRODUCED, study((80.0, 0.1, 52.5))),
+            (NOT_ENOUGH, none),
+        ],
         "C5",
     )
 
@@ -182,8 +194,11 @@ def test_c6_verdicts() -> None:
 def test_random_search_without_points_is_no_evidence() -> None:
     s = Study()
     r = s.run("PAT-EntM")
-    s.analysis(r, "audit", {"checks": [{"name": "random-search", "status": "pass", "evidence": {"searched": 0}},
-                                       {"name": "eps-curve", "status": "pass", "evidence": {}}]})  # fmt: skip
+    checks = [
+        {"name": "random-search", "status": "pass", "evidence": {"searched": 0}},
+        {"name": "eps-curve", "status": "pass", "evidence": {}},
+    ]
+    s.analysis(r, "audit", {"checks": checks})
     assert s.verdict("C6") == NOT_ENOUGH
 
 

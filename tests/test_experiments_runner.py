@@ -104,7 +104,12 @@ def _run_to_end(study: Path, ws: Path) -> str:
 def _run_and_kill(study: Path, ws: Path, pattern: str, rng: random.Random) -> bool:
     """Start the study, SIGKILL it a random moment after ``pattern`` shows; True if it was killed."""
     proc = subprocess.Popen(
-        _cmd(study, ws), env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        _cmd(study, ws),
+        env=_child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
     )
     assert proc.stdout is not None
     try:
@@ -144,11 +149,30 @@ def snapshot(ws: Path) -> dict[str, Any]:
             snap["analyses"][(lab, a["kind"])] = _strip(a["result"])
         for e in store.evaluations(r.id):
             examples = [
-                (x["idx"], x["success"], x["first_success"], x["margin"], x["loss"], x["entropy"], x["distance"])
+                (
+                    x["idx"],
+                    x["success"],
+                    x["first_success"],
+                    x["margin"],
+                    x["loss"],
+                    x["entropy"],
+                    x["distance"],
+                )
                 for x in store.examples(e.id)
             ]
             snap["evaluations"].append(
-                (lab, e.suite, e.attack, e.norm, e.eps, e.n, e.clean_acc, e.robust_acc, examples, json.dumps(_strip(e.spec), sort_keys=True))
+                (
+                    lab,
+                    e.suite,
+                    e.attack,
+                    e.norm,
+                    e.eps,
+                    e.n,
+                    e.clean_acc,
+                    e.robust_acc,
+                    examples,
+                    json.dumps(_strip(e.spec), sort_keys=True),
+                )
             )
     snap["evaluations"].sort(key=lambda t: t[:5])
     return snap

@@ -76,36 +76,76 @@ def test_valid_file_loads_and_plans(tmp_path: Path) -> None:
     ("edit", "error", "message"),
     [
         # unknown keys, at every level
-        (("scale = \"tiny\"", "scale = \"tiny\"\ncolour = \"red\""), ConfigError, "unknown key 'colour'"),
-        (("label = \"PAT\"", "label = \"PAT\"\nepochs = 3"), ConfigError, "unknown key 'defense[1].epochs'"),
-        (("max_examples = 50", "max_examples = 50\nsteps = 4"), ConfigError, "unknown key 'evaluation[0].steps'"),
-        (("tables = [\"ru-table1\"]", "tables = [\"ru-table1\"]\nfont = 3"), ConfigError, "unknown key 'report.font'"),
+        (('scale = "tiny"', 'scale = "tiny"\ncolour = "red"'), ConfigError, "unknown key 'colour'"),
+        (('label = "PAT"', 'label = "PAT"\nepochs = 3'), ConfigError, "unknown key 'defense[1].epochs'"),
+        (
+            ("max_examples = 50", "max_examples = 50\nsteps = 4"),
+            ConfigError,
+            "unknown key 'evaluation[0].steps'",
+        ),
+        (
+            ('tables = ["ru-table1"]', 'tables = ["ru-table1"]\nfont = 3'),
+            ConfigError,
+            "unknown key 'report.font'",
+        ),
         (("[overrides]\nepochs = 2", "[overrides]\nepoks = 2"), ConfigError, "overrides"),
-        (("\"method.adversary.steps\" = 3", "\"method.adversary.stepz\" = 3"), ConfigError, "defense[1]"),
+        (('"method.adversary.steps" = 3', '"method.adversary.stepz" = 3'), ConfigError, "defense[1]"),
         (("n = 20", "n = 20\nwidth = 3"), ConfigError, "analysis.audit: unknown parameter 'width'"),
         # wrong types
-        (("seeds = [0, 1]", "seeds = \"0\""), ConfigError, "seeds: expected a list"),
-        (("seeds = [0, 1]", "seeds = [0, \"one\"]"), ConfigError, "seeds[1]: expected an integer"),
-        (("max_examples = 50", "max_examples = \"all\""), ConfigError, "evaluation[0].max_examples: expected an integer"),
-        (("transfer = true", "transfer = \"yes\""), ConfigError, "evaluation[1].transfer: expected true/false"),
-        (("eps = [\"8/255\"]", "eps = [\"eight\"]"), ConfigError, "evaluation[1].eps[0]"),
+        (("seeds = [0, 1]", 'seeds = "0"'), ConfigError, "seeds: expected a list"),
+        (("seeds = [0, 1]", 'seeds = [0, "one"]'), ConfigError, "seeds[1]: expected an integer"),
+        (
+            ("max_examples = 50", 'max_examples = "all"'),
+            ConfigError,
+            "evaluation[0].max_examples: expected an integer",
+        ),
+        (("transfer = true", 'transfer = "yes"'), ConfigError, "evaluation[1].transfer: expected true/false"),
+        (('eps = ["8/255"]', 'eps = ["eight"]'), ConfigError, "evaluation[1].eps[0]"),
         (("n = 20", "n = 2.5"), ConfigError, "analysis.audit: n: expected an integer"),
-        (("[overrides]\nepochs = 2", "[overrides]\nepochs = \"two\""), ConfigError, "epochs"),
-        (("mode = \"independent\"", "mode = \"sideways\""), ConfigError, "evaluation[0].mode: must be one of"),
-        (("scale = \"tiny\"", "scale = \"huge\""), ConfigError, "scale: must be one of"),
+        (("[overrides]\nepochs = 2", '[overrides]\nepochs = "two"'), ConfigError, "epochs"),
+        (('mode = "independent"', 'mode = "sideways"'), ConfigError, "evaluation[0].mode: must be one of"),
+        (('scale = "tiny"', 'scale = "huge"'), ConfigError, "scale: must be one of"),
         # unknown names
-        (("preset = \"ru/pat\"", "preset = \"ru/patt\""), UnknownNameError, "defense[1].preset: unknown preset 'ru/patt'"),
-        (("seeds = [0, 1]", "seeds = [0, 1]\ndatasets = [\"mnist6k\"]"), UnknownNameError, "datasets[0]: unknown dataset"),
-        (("seeds = [0, 1]", "seeds = [0, 1]\nmodels = [\"resnet9000\"]"), UnknownNameError, "models[0]: unknown model"),
-        (("suite = \"FGSM_32,PGD10-32\"", "suite = \"FGSM_32,PDG10-32\""), UnknownNameError, "evaluation[0].suite"),
+        (
+            ('preset = "ru/pat"', 'preset = "ru/patt"'),
+            UnknownNameError,
+            "defense[1].preset: unknown preset 'ru/patt'",
+        ),
+        (
+            ("seeds = [0, 1]", 'seeds = [0, 1]\ndatasets = ["mnist6k"]'),
+            UnknownNameError,
+            "datasets[0]: unknown dataset",
+        ),
+        (
+            ("seeds = [0, 1]", 'seeds = [0, 1]\nmodels = ["resnet9000"]'),
+            UnknownNameError,
+            "models[0]: unknown model",
+        ),
+        (
+            ('suite = "FGSM_32,PGD10-32"', 'suite = "FGSM_32,PDG10-32"'),
+            UnknownNameError,
+            "evaluation[0].suite",
+        ),
         (("[analysis.fuzziness]", "[analysis.fuzzyness]"), UnknownNameError, "unknown analysis 'fuzzyness'"),
-        (("tables = [\"ru-table1\"]", "tables = [\"ru-table99\"]"), UnknownNameError, "report.tables[0]: unknown table"),
+        (
+            ('tables = ["ru-table1"]', 'tables = ["ru-table99"]'),
+            UnknownNameError,
+            "report.tables[0]: unknown table",
+        ),
         # references and structure
-        (("surrogate = \"Normal\"", "surrogate = \"Nromal\""), ConfigError, "defense[1].surrogate: no defense labelled"),
-        (("preset = \"ru/normal\"", "preset = \"ru/normal\"\nlabel = \"PAT\""), ConfigError, "label 'PAT' is used twice"),
-        (("name = \"white-box\"", "name = \"black\""), ConfigError, "name 'black' is used twice"),
-        (("name = \"small\"\n", ""), ConfigError, "missing key 'name'"),
-        (("preset = \"ru/normal\"", "label = \"x\""), ConfigError, "defense[0]: missing key 'preset'"),
+        (
+            ('surrogate = "Normal"', 'surrogate = "Nromal"'),
+            ConfigError,
+            "defense[1].surrogate: no defense labelled",
+        ),
+        (
+            ('preset = "ru/normal"', 'preset = "ru/normal"\nlabel = "PAT"'),
+            ConfigError,
+            "label 'PAT' is used twice",
+        ),
+        (('name = "white-box"', 'name = "black"'), ConfigError, "name 'black' is used twice"),
+        (('name = "small"\n', ""), ConfigError, "missing key 'name'"),
+        (('preset = "ru/normal"', 'label = "x"'), ConfigError, "defense[0]: missing key 'preset'"),
     ],
 )
 def test_bad_input_names_the_key_and_the_file(
@@ -130,7 +170,7 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 
 
 def test_errors_are_entrobust_errors_for_the_cli(tmp_path: Path) -> None:
-    path = _write(tmp_path, VALID.replace("ru/pat\"", "nope\"", 1))
+    path = _write(tmp_path, VALID.replace('ru/pat"', 'nope"', 1))
     with pytest.raises(EntrobustError):
         load_experiment(path)
 

@@ -19,23 +19,36 @@ ADV = {"kind": "pgd", "eps": 0.188}
 NONE = {"kind": "none"}
 
 
-def _run(store: Store, label: str, preset: str, seed: int, adversary: dict[str, Any], model: str = "cnn4") -> str:
-    cfg = {"dataset": "mnist5k", "model": model, "seed": seed, "preset": preset, "method": {"adversary": adversary}}
-    rid = store.add_run(cfg, name=label, experiment="hand", preset=preset, dataset="mnist5k", model=model, seed=seed)
+def _run(
+    store: Store, label: str, preset: str, seed: int, adversary: dict[str, Any], model: str = "cnn4"
+) -> str:
+    cfg = {
+        "dataset": "mnist5k",
+        "model": model,
+        "seed": seed,
+        "preset": preset,
+        "method": {"adversary": adversary},
+    }
+    rid = store.add_run(
+        cfg, name=label, experiment="hand", preset=preset, dataset="mnist5k", model=model, seed=seed
+    )
     store.set_status(rid, "done", summary={"seconds": 3.0})
     store.add_member("hand", rid, label, {"adversarial": adversary["kind"] != "none"})
     for epoch in (1, 2):
-        store.add_epoch(rid, epoch, {"epoch": epoch, "train_loss": 1.0 / epoch, "val_robust_acc": 0.1 * epoch})
+        store.add_epoch(
+            rid, epoch, {"epoch": epoch, "train_loss": 1.0 / epoch, "val_robust_acc": 0.1 * epoch}
+        )
     return rid
 
 
-def _rows(accs: dict[tuple[str, float], float], clean: float, transfer: str | None = None) -> list[dict[str, Any]]:
+def _rows(
+    accs: dict[tuple[str, float], float], clean: float, transfer: str | None = None
+) -> list[dict[str, Any]]:
     extra = {"transfer_from": transfer} if transfer else {}
-    rows = [
-        {"attack": "clean", "spec": {"row": "clean", **extra}, "norm": "linf", "eps": 0.0, "n": 100,
-         "clean_acc": clean, "robust_acc": clean,
-         "examples": [{"idx": i, "success": i % 10 == 0, "entropy": 0.1 * (i % 5), "loss": 0.2} for i in range(100)]},
-    ]  # fmt: skip
+    examples = [{"idx": i, "success": i % 10 == 0, "entropy": 0.1 * (i % 5), "loss": 0.2} for i in range(100)]
+    base = {"norm": "linf", "n": 100, "clean_acc": clean}
+    rows = [{"attack": "clean", "spec": {"row": "clean", **extra}, "eps": 0.0, "robust_acc": clean, **base,
+             "examples": examples}]  # fmt: skip
     for (label, eps), acc in accs.items():
         name = label if not label.startswith("PGD-20") else "pgd"
         kwargs = {"steps": 20} if name == "pgd" else {"restarts": 1} if label.startswith("PGD10") else {}
@@ -48,8 +61,8 @@ def _rows(accs: dict[tuple[str, float], float], clean: float, transfer: str | No
     for (_, eps), acc in accs.items():
         by_eps[eps] = min(acc, by_eps.get(eps, 1.0))
     for eps, acc in by_eps.items():
-        rows.append({"attack": "worst-case", "spec": {"row": "worst-case", **extra}, "norm": "linf", "eps": eps,
-                     "n": 100, "clean_acc": clean, "robust_acc": acc})  # fmt: skip
+        spec = {"row": "worst-case", **extra}
+        rows.append({"attack": "worst-case", "spec": spec, "eps": eps, "robust_acc": acc, **base})
     return rows
 
 
@@ -57,29 +70,61 @@ def _rows(accs: dict[tuple[str, float], float], clean: float, transfer: str | No
 def study(tmp_path_factory: pytest.TempPathFactory) -> Store:
     store = Store(tmp_path_factory.mktemp("hand") / "results.sqlite")
     ids: dict[tuple[str, int], str] = {}
-    base = {"Normal": (0.99, 0.05, NONE), "EntM": (0.98, 0.25, NONE), "PAT": (0.97, 0.70, ADV), "PAT-EntM": (0.975, 0.74, ADV)}
+    base = {
+        "Normal": (0.99, 0.05, NONE),
+        "EntM": (0.98, 0.25, NONE),
+        "PAT": (0.97, 0.70, ADV),
+        "PAT-EntM": (0.975, 0.74, ADV),
+    }
     for seed in (0, 1):
         for label, (clean, rob, adv) in base.items():
             rid = _run(store, label, f"ru/{label.lower()}", seed, adv)
             ids[(label, seed)] = rid
             d = 0.01 * seed
-            white = {("FGSM_32", 32 / 255): rob + 0.1 + d, ("PGD10-32", 32 / 255): rob + d, ("PGD-20", 0.3): rob / 2 + d}
-            store.replace_evaluations(rid, "white-box", _rows(white, clean + d / 10), stage=("eval:white-box", "h"))
-            store.add_analysis(rid, "fuzziness", {"first": 0.3 - 0.05 * seed, "histograms": [
-                {"layer": "conv1", "edges": [-0.5, 0.0, 0.5], "counts": [10, 12], "near_zero": 3, "total": 22}]})  # fmt: skip
-            store.add_analysis(rid, "geometry", {"margin": 2.0, "jacobian_norm": 10.0 + seed, "normalized_margin": 0.2,
-                                                 "nonlinearity": 4.0, "correlation": 0.8, "adv_accuracy": 0.5})  # fmt: skip
-            store.add_analysis(rid, "audit", {
-                "status": "pass", "threat": {"norm": "linf", "eps": 0.188}, "n": 100, "clean_accuracy": clean,
-                "checks": [{"name": "gradients", "status": "pass", "evidence": {"zero_fraction": 0.0}, "explanation": "ok"}],
-                "curves": {"eps": {"eps": [0.0, 0.1, 0.3, 0.6], "accuracy": [clean, rob, rob / 3, 0.0]},
-                           "steps": {"steps": [8, 16, 32], "accuracy": [rob, rob - 0.01, rob - 0.01]}}})  # fmt: skip
+            white = {
+                ("FGSM_32", 32 / 255): rob + 0.1 + d,
+                ("PGD10-32", 32 / 255): rob + d,
+                ("PGD-20", 0.3): rob / 2 + d,
+            }
+            store.replace_evaluations(
+                rid, "white-box", _rows(white, clean + d / 10), stage=("eval:white-box", "h")
+            )
+            hist = {
+                "layer": "conv1",
+                "edges": [-0.5, 0.0, 0.5],
+                "counts": [10, 12],
+                "near_zero": 3,
+                "total": 22,
+            }
+            store.add_analysis(rid, "fuzziness", {"first": 0.3 - 0.05 * seed, "histograms": [hist]})
+            geometry = {"margin": 2.0, "jacobian_norm": 10.0 + seed, "normalized_margin": 0.2}
+            geometry.update(nonlinearity=4.0, correlation=0.8, adv_accuracy=0.5)
+            store.add_analysis(rid, "geometry", geometry)
+            check = {
+                "name": "gradients",
+                "status": "pass",
+                "evidence": {"zero_fraction": 0.0},
+                "explanation": "ok",
+            }
+            curves = {
+                "eps": {"eps": [0.0, 0.1, 0.3, 0.6], "accuracy": [clean, rob, rob / 3, 0.0]},
+                "steps": {"steps": [8, 16, 32], "accuracy": [rob, rob - 0.01, rob - 0.01]},
+            }
+            audit = {
+                "status": "pass",
+                "threat": {"norm": "linf", "eps": 0.188},
+                "n": 100,
+                "clean_accuracy": clean,
+            }
+            store.add_analysis(rid, "audit", {**audit, "checks": [check], "curves": curves})
     for label in ("EntM", "PAT-EntM"):
         sur = ids[("Normal" if label == "EntM" else "PAT", 0)]
         rows = _rows({("PGD10-32", 32 / 255): 0.5}, 0.98, transfer=sur)
         store.replace_evaluations(ids[(label, 0)], "black-box", rows, stage=("eval:black-box", "h"))
     # a run of another experiment must not leak into this one's report
-    other = store.add_run({"other": 1}, name="Other", experiment="x", preset="ru/pat", dataset="mnist5k", seed=0)
+    other = store.add_run(
+        {"other": 1}, name="Other", experiment="x", preset="ru/pat", dataset="mnist5k", seed=0
+    )
     store.add_member("other-study", other, "PAT")
     return store
 
@@ -125,7 +170,9 @@ def test_every_cell_traces_to_stored_rows(study: Store) -> None:
                     assert ev.run_id == run and math.isclose(ev.robust_acc, value)
                 else:
                     a = analyses[int(ident)]
-                    assert a["run_id"] == run and value in [v for v in a["result"].values() if isinstance(v, float)]
+                    assert a["run_id"] == run and value in [
+                        v for v in a["result"].values() if isinstance(v, float)
+                    ]
     assert filled >= 30
 
 
@@ -140,7 +187,9 @@ def test_report_files_are_self_contained_and_traceable(study: Store, tmp_path: P
     assert images and all(s.startswith("data:image/png;base64,") for s in images)
     assert len(images) == len(rep.figures) >= 4  # eps-curve, steps-curve, training, weights ...
     assert "not run" in html and "Claims check" in html and "Gradient-obfuscation audit" in html
-    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S).group(1))
+    data = json.loads(
+        re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S).group(1)
+    )
     ru = next(t for t in data["tables"] if t["name"] == "ru-table1")
     cell = ru["cells"]["PGD10-32 | PAT-EntM"]
     assert cell["mean"] == pytest.approx(0.745) and len(cell["sources"]) == 2
@@ -156,7 +205,7 @@ def test_report_files_are_self_contained_and_traceable(study: Store, tmp_path: P
 def test_unknown_experiment_and_run_ids_are_clear_errors(study: Store) -> None:
     from entrobust.errors import EntrobustError
 
-    with pytest.raises(EntrobustError, match="no experiment 'nope'.*experiments: hand"):
+    with pytest.raises(EntrobustError, match=r"no experiment 'nope'.*experiments: hand"):
         ResultSet.from_store(study, experiment="nope")
     with pytest.raises(EntrobustError, match="run id 'zzzz' matches 0 runs"):
         ResultSet.from_store(study, run_ids=["zzzz"])

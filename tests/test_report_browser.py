@@ -36,21 +36,33 @@ pytestmark = [
 def _study(tmp_path: Path) -> Store:
     store = Store(tmp_path / "results.sqlite")
     for label, clean, rob in (("Normal", 0.99, 0.02), ("EntM", 0.98, 0.2), ("PAT", 0.97, 0.7)):
-        cfg = {"dataset": "mnist5k", "seed": 0, "method": {"adversary": {"kind": "pgd" if label == "PAT" else "none"}}}
-        rid = store.add_run(cfg, name=label, preset=f"ru/{label.lower()}", dataset="mnist5k", model="cnn4", seed=0)
+        cfg = {
+            "dataset": "mnist5k",
+            "seed": 0,
+            "method": {"adversary": {"kind": "pgd" if label == "PAT" else "none"}},
+        }
+        rid = store.add_run(
+            cfg, name=label, preset=f"ru/{label.lower()}", dataset="mnist5k", model="cnn4", seed=0
+        )
         store.set_status(rid, "done")
         store.add_member("b", rid, label)
         store.add_epoch(rid, 1, {"epoch": 1, "train_loss": 0.5})
+        base = {"norm": "linf", "n": 100, "clean_acc": clean}
+        attack = {"row": "attack", "entry": {"attack": "PGD10-32"}}
         rows = [
-            {"attack": "clean", "spec": {"row": "clean"}, "norm": "linf", "eps": 0.0, "n": 100, "clean_acc": clean, "robust_acc": clean},
-            {"attack": "PGD10-32", "spec": {"row": "attack", "entry": {"attack": "PGD10-32"}}, "norm": "linf",
-             "eps": 32 / 255, "n": 100, "clean_acc": clean, "robust_acc": rob},
-            {"attack": "worst-case", "spec": {"row": "worst-case"}, "norm": "linf", "eps": 32 / 255, "n": 100,
-             "clean_acc": clean, "robust_acc": rob},
-        ]  # fmt: skip
+            {"attack": "clean", "spec": {"row": "clean"}, "eps": 0.0, "robust_acc": clean, **base},
+            {"attack": "PGD10-32", "spec": attack, "eps": 32 / 255, "robust_acc": rob, **base},
+            {
+                "attack": "worst-case",
+                "spec": {"row": "worst-case"},
+                "eps": 32 / 255,
+                "robust_acc": rob,
+                **base,
+            },
+        ]
         store.replace_evaluations(rid, "white-box", rows)
-        store.add_analysis(rid, "fuzziness", {"first": 0.3, "histograms": [
-            {"layer": "c", "edges": [-0.5, 0.0, 0.5], "counts": [4, 6], "near_zero": 1, "total": 10}]})  # fmt: skip
+        hist = {"layer": "c", "edges": [-0.5, 0.0, 0.5], "counts": [4, 6], "near_zero": 1, "total": 10}
+        store.add_analysis(rid, "fuzziness", {"first": 0.3, "histograms": [hist]})
     return store
 
 

@@ -15,9 +15,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="check the papers' claims C1-C11 on stored results",
         description="Evaluate the papers' qualitative claims on the results in a workspace.",
     )
-    p.add_argument("--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})")
-    p.add_argument("--experiment", "-e", default=None, help="only the runs of this experiment (default: all runs)")
-    p.add_argument("--runs", nargs="+", default=None, metavar="ID", help="only these run ids (prefixes accepted)")
+    p.add_argument(
+        "--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})"
+    )
+    p.add_argument(
+        "--experiment", "-e", default=None, help="only the runs of this experiment (default: all runs)"
+    )
+    p.add_argument(
+        "--runs", nargs="+", default=None, metavar="ID", help="only these run ids (prefixes accepted)"
+    )
     p.add_argument("--only", default="", help="comma-separated claim ids, e.g. C1,C3 (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)

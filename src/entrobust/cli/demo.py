@@ -27,7 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="cpu: the real demo (~10 min); tiny: one short epoch on 256 digits, a smoke test (default: cpu)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1; see docs/experiments.md)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default: 1; see docs/experiments.md)"
+    )
     p.add_argument("--progress", action="store_true", help="also show tqdm bars for epochs and attacks")
     p.set_defaults(func=run)
 

@@ -17,12 +17,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="write the HTML + Markdown report of stored results",
         description="Render tables, figures, audits and claims from a results workspace.",
     )
-    p.add_argument("--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})")
-    p.add_argument("--experiment", "-e", default=None, help="only the runs of this experiment (default: all runs)")
-    p.add_argument("--runs", nargs="+", default=None, metavar="ID", help="only these run ids (prefixes accepted)")
+    p.add_argument(
+        "--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})"
+    )
+    p.add_argument(
+        "--experiment", "-e", default=None, help="only the runs of this experiment (default: all runs)"
+    )
+    p.add_argument(
+        "--runs", nargs="+", default=None, metavar="ID", help="only these run ids (prefixes accepted)"
+    )
     p.add_argument("--out", "-o", required=True, help="output folder for report.html, report.md, report.json")
     p.add_argument("--title", default="", help="page title")
-    p.add_argument("--tables", default="", help="comma-separated table names (default: every table with data)")
+    p.add_argument(
+        "--tables", default="", help="comma-separated table names (default: every table with data)"
+    )
     p.add_argument("--no-claims", action="store_true", help="leave the claims check out")
     p.set_defaults(func=run)
 

@@ -19,8 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run (or resume) an experiment TOML file: train missing runs, evaluate, analyse, report.",
     )
     p.add_argument("file", help="experiment TOML file (see experiments/ and docs/experiments.md)")
-    p.add_argument("--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})")
-    p.add_argument("--report-dir", default=None, help="where the report goes (default: WORKSPACE/reports/NAME)")
+    p.add_argument(
+        "--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})"
+    )
+    p.add_argument(
+        "--report-dir", default=None, help="where the report goes (default: WORKSPACE/reports/NAME)"
+    )
     p.add_argument("--no-report", action="store_true", help="skip writing the report")
     p.add_argument(
         "--stages",

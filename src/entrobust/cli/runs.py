@@ -9,9 +9,15 @@ from entrobust.cli.run import DEFAULT_WORKSPACE
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("runs", help="list the runs in a results workspace", description="List and filter runs.")
-    p.add_argument("--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})")
-    p.add_argument("--status", choices=["pending", "running", "done", "failed"], help="only runs with this status")
+    p = sub.add_parser(
+        "runs", help="list the runs in a results workspace", description="List and filter runs."
+    )
+    p.add_argument(
+        "--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})"
+    )
+    p.add_argument(
+        "--status", choices=["pending", "running", "done", "failed"], help="only runs with this status"
+    )
     p.add_argument("--preset", help="only runs of this preset")
     p.add_argument("--dataset", help="only runs on this dataset")
     p.add_argument("--model", help="only runs of this model")
@@ -36,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     if args.experiment is not None:
         members = store.members(args.experiment)
         if not members:
-            raise EntrobustError(f"no experiment {args.experiment!r} in {path}; experiments: {', '.join(store.experiments()) or '(none)'}")
+            raise EntrobustError(
+                f"no experiment {args.experiment!r} in {path}; "
+                f"experiments: {', '.join(store.experiments()) or '(none)'}"
+            )
         labels = {m["run_id"]: m["label"] for m in members}
         runs = [r for r in runs if r.id in labels]
     else:
@@ -57,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
             default=str,
         ))  # fmt: skip
         return 0
-    head = f"{'run id':<17} {'label':<16} {'preset':<26} {'dataset':<9} {'model':<9} {'seed':>4} {'status':<8} {'evals':>5}"
+    head = (
+        f"{'run id':<17} {'label':<16} {'preset':<26} {'dataset':<9} {'model':<9} {'seed':>4} "
+        f"{'status':<8} {'evals':>5}"
+    )
     print(head)
     print("-" * len(head))
     for r in runs:

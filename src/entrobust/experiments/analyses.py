@@ -244,7 +244,8 @@ _register(
             "distortion": "deepfool",
             "power_iters": 50,
         },
-        description="RU Table 4: margin, Jacobian norm, normalized margin, Q_f, distortion correlation, entropy histograms",
+        description="RU Table 4: margin, Jacobian norm, normalized margin, Q_f, distortion correlation, "
+        "entropy histograms",
     )
 )
 
@@ -294,7 +295,8 @@ _register(
         "landscape",
         _landscape,
         {"examples": 1, "radius": 0.04, "resolution": 15},
-        description="input-space loss and margin surfaces along sign-gradient and random directions (RU App. C.2)",
+        description="input-space loss and margin surfaces along sign-gradient and random directions "
+        "(RU App. C.2)",
     )
 )
 

@@ -62,7 +62,8 @@ def _definition(scale: str) -> dict[str, Any]:
     geometry_for = ["Normal", "EntM", "PAT", "PAT-EntM"]
     return {
         "name": f"demo-{scale}",
-        "description": "entrobust demo: the four papers' key defenses on mnist5k, strong evaluation, audit, claims",
+        "description": "entrobust demo: the four papers' key defenses on mnist5k, strong evaluation, audit, "
+        "claims",
         "source": "RU Tables 1/4/9, ATENT Table 2, Min-Max Tables 1/3, Kanai Table 1",
         "scale": scale,
         "datasets": ["mnist5k"],
@@ -87,7 +88,8 @@ def _definition(scale: str) -> dict[str, Any]:
             },
             {
                 "name": "pgd-cw",
-                "suite": "pgd:steps=20:step_size=0.01:label=PGD-20,cw-pgd:steps=20:step_size=0.01:label=CW-20",
+                "suite": "pgd:steps=20:step_size=0.01:label=PGD-20,"
+                "cw-pgd:steps=20:step_size=0.01:label=CW-20",
                 "eps": [0.1, 0.2, 0.3],
                 "mode": "independent",
                 "max_examples": n,
@@ -123,7 +125,11 @@ def _definition(scale: str) -> dict[str, Any]:
             },
             "fuzziness": {},
             "landscape": {"resolution": 9 if tiny else 15, "only": geometry_for},
-            "toy": {"resolution": 21 if tiny else 41, "pgd_steps": 10 if tiny else 30, "pgd_restarts": 1 if tiny else 2},
+            "toy": {
+                "resolution": 21 if tiny else 41,
+                "pgd_steps": 10 if tiny else 30,
+                "pgd_restarts": 1 if tiny else 2,
+            },
         },
         "report": {"title": f"entrobust demo ({scale} scale) — entropy-based defenses on mnist5k"},
     }
@@ -169,5 +175,8 @@ def run_demo(
         print(format_claims(result.claims), file=log.stream)
         print(f"\nReport: {result.report.get('html')}", file=log.stream)
         print(f"        {result.report.get('markdown')}", file=log.stream)
-        print("Open the HTML file in a browser; rerun the same command to resume or to reuse the results.", file=log.stream)
+        print(
+            "Open the HTML file in a browser; rerun the same command to resume or to reuse the results.",
+            file=log.stream,
+        )
     return result

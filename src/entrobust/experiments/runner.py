@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from entrobust.errors import ConfigError
 from entrobust.experiments.spec import EvaluationSpec, Experiment, PlannedRun
@@ -244,14 +244,14 @@ def evaluation_rows(
         )
     for e in result.eps:
         mask = result.robust_mask(e)
-        examples = (
+        worst = (
             [{"idx": idx[i], "success": not bool(mask[i])} for i in range(n)] if spec.per_example else None
         )
         rows.append(
             {
                 "attack": "worst-case", "spec": {**base_spec, "row": "worst-case"}, "norm": result.norm,
                 "eps": float(e), "n": n, "clean_acc": clean_acc, "robust_acc": result.robust_accuracy(e),
-                "examples": examples,
+                "examples": worst,
             }
         )  # fmt: skip
     return rows
@@ -300,7 +300,7 @@ class _Runner:
                 {"adversarial": pr.adversarial, "preset": pr.preset, "scale": self.exp.scale},
             )
 
-    def dataset(self, name: str, split: str) -> Any:
+    def dataset(self, name: str, split: Literal["train", "test"]) -> Any:
         key = (name, split)
         if key not in self._data:
             from entrobust.data import load_dataset
@@ -409,7 +409,8 @@ class _Runner:
             self.store.add_artifact(rid, "checkpoint", result.last_path)
         last = result.last or {}
         self.log(
-            f"  trained in {time.perf_counter() - t0:.1f}s: train clean {_fmt_pct(last.get('train_clean_acc'))},"
+            f"  trained in {time.perf_counter() - t0:.1f}s: "
+            f"train clean {_fmt_pct(last.get('train_clean_acc'))},"
             f" train robust {_fmt_pct(last.get('train_robust_acc'))}"
         )
 

@@ -244,7 +244,8 @@ def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> 
     for k in data:
         if k not in allowed:
             raise ConfigError(
-                f"unknown key {_where(where, k)!r}; valid keys{' of ' + where if where else ''}: {', '.join(allowed)}"
+                f"unknown key {_where(where, k)!r}; "
+                f"valid keys{' of ' + where if where else ''}: {', '.join(allowed)}"
             )
 
 
@@ -480,7 +481,7 @@ def _resolve_labels(defenses: tuple[DefenseSpec, ...], check_names: bool) -> tup
         titles.append(None if d.label else PRESETS.get(d.preset).title)
     taken = [d.label for d in defenses if d.label]
     out = []
-    for d, title in zip(defenses, titles):
+    for d, title in zip(defenses, titles, strict=True):
         if title is None:
             out.append(d)
             continue
@@ -491,26 +492,23 @@ def _resolve_labels(defenses: tuple[DefenseSpec, ...], check_names: bool) -> tup
 
 def _check_references(exp: Experiment) -> None:
     labels = {d.name for d in exp.defenses}
+    valid = ", ".join(sorted(labels))
     for i, d in enumerate(exp.defenses):
         if d.surrogate is not None and d.surrogate not in labels:
-            raise ConfigError(
-                f"defense[{i}].surrogate: no defense labelled {d.surrogate!r}; labels: {', '.join(sorted(labels))}"
-            )
+            raise ConfigError(f"defense[{i}].surrogate: no defense labelled {d.surrogate!r}; labels: {valid}")
     for i, e in enumerate(exp.evaluations):
         for j, lab in enumerate(e.only or ()):
             if lab not in labels:
-                raise ConfigError(
-                    f"evaluation[{i}].only[{j}]: no defense labelled {lab!r}; labels: {', '.join(sorted(labels))}"
-                )
+                raise ConfigError(f"evaluation[{i}].only[{j}]: no defense labelled {lab!r}; labels: {valid}")
         if e.surrogate is not None and e.surrogate not in labels:
             raise ConfigError(
-                f"evaluation[{i}].surrogate: no defense labelled {e.surrogate!r}; labels: {', '.join(sorted(labels))}"
+                f"evaluation[{i}].surrogate: no defense labelled {e.surrogate!r}; labels: {valid}"
             )
         covered = [d for d in exp.defenses if e.only is None or d.name in e.only]
         if e.transfer and e.surrogate is None and not any(d.surrogate for d in covered):
             raise ConfigError(
-                f"evaluation[{i}]: a transfer evaluation needs 'surrogate' (or a surrogate on the defenses it "
-                "covers; defenses without one are skipped)"
+                f"evaluation[{i}]: a transfer evaluation needs 'surrogate' (or a surrogate on the defenses "
+                "it covers; defenses without one are skipped)"
             )
     for i, a in enumerate(exp.analyses):
         for j, lab in enumerate(a.only or ()):
@@ -543,16 +541,18 @@ def validate_names(exp: Experiment) -> None:
             raise UnknownNameError(
                 f"models[{i}]: unknown model {name!r}; valid: {', '.join(sorted(MODELS.names()))}"
             )
+    all_datasets = ", ".join(sorted(DATASETS.names()))
+    all_models = ", ".join(sorted(MODELS.names()))
     for i, dfn in enumerate(exp.defenses):
         for j, name in enumerate(dfn.datasets or ()):
             if name not in DATASETS:
                 raise UnknownNameError(
-                    f"defense[{i}].datasets[{j}]: unknown dataset {name!r}; valid: {', '.join(sorted(DATASETS.names()))}"
+                    f"defense[{i}].datasets[{j}]: unknown dataset {name!r}; valid: {all_datasets}"
                 )
         for j, name in enumerate(dfn.models or ()):
             if name not in MODELS:
                 raise UnknownNameError(
-                    f"defense[{i}].models[{j}]: unknown model {name!r}; valid: {', '.join(sorted(MODELS.names()))}"
+                    f"defense[{i}].models[{j}]: unknown model {name!r}; valid: {all_models}"
                 )
     for i, ev in enumerate(exp.evaluations):
         for ds in exp.datasets:
@@ -598,7 +598,12 @@ def resolve_config(
     scale = "cpu" if exp.scale == "tiny" else exp.scale
     what = f"(preset {defense.preset!r}, dataset {dataset!r})"
     try:
-        cfg = preset_config(defense.preset, dataset=dataset, scale=scale, overrides=TINY_OVERRIDES if exp.scale == "tiny" else None)
+        cfg = preset_config(
+            defense.preset,
+            dataset=dataset,
+            scale=scale,
+            overrides=TINY_OVERRIDES if exp.scale == "tiny" else None,
+        )
     except EntrobustError as exc:
         raise _renamed(exc, f"{where} {what}") from None
     for key, overrides in (("overrides", exp.overrides), (f"{where}.overrides", defense.overrides)):

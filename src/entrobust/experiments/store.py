@@ -533,10 +533,11 @@ class Store:
             now = time.time()
             for row in rows:
                 cur = con.execute(
-                    "INSERT INTO evaluations (run_id, suite, attack, spec, norm, eps, n, clean_acc, robust_acc,"
-                    " created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO evaluations (run_id, suite, attack, spec, norm, eps, n, clean_acc,"
+                    " robust_acc, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (
-                        run_id, suite, row["attack"], json.dumps(dict(row["spec"]), sort_keys=True, default=str),
+                        run_id, suite, row["attack"],
+                        json.dumps(dict(row["spec"]), sort_keys=True, default=str),
                         row["norm"], float(row["eps"]), int(row["n"]), float(row["clean_acc"]),
                         float(row["robust_acc"]), now,
                     ),

@@ -1,3 +1,4 @@
+# ruff: noqa: F401
 """Reports: the papers' tables, figures, audits and the claims check as Markdown and one
 self-contained HTML page, all read from the results store.
 

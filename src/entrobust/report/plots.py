@@ -120,7 +120,7 @@ def eps_curves(rs: ResultSet) -> list[Figure]:
             continue
         plt = _plt()
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
-        for ax, (title, lines) in zip(axes[0], panels):
+        for ax, (title, lines) in zip(axes[0], panels, strict=False):
             for lab, xs, ys in lines:
                 ax.plot(xs, [100 * y for y in ys], marker="o", ms=3, label=lab, color=colors[lab])
             ax.set_xlabel("ε (ℓ∞)")
@@ -134,7 +134,8 @@ def eps_curves(rs: ResultSet) -> list[Figure]:
                 "eps-curve",
                 f"Accuracy vs ε — {ds}",
                 "Robust accuracy must fall monotonically and reach ≈ 0 at large ε (RU §5.2, Fig. 1). "
-                "Left: the audit's PGD curve; right: the lowest accuracy of any stored white-box row at each ε.",
+                "Left: the audit's PGD curve; right: the lowest accuracy of any stored white-box row at "
+                "each ε.",
                 _png(fig),
                 sources,
                 ds,
@@ -211,8 +212,9 @@ def training_curves(rs: ResultSet) -> list[Figure]:
             ys = [e.get(key) for e in ep]
             if any(_ok(y) for y in ys):
                 any_robust = True
-                axes[1].plot(xs, [100 * y if _ok(y) else math.nan for y in ys], marker="o", ms=3, color=colors[lab],
-                             ls="-" if key == "val_robust_acc" else "--", label=lab)  # fmt: skip
+                pct = [100 * y if isinstance(y, int | float) and _ok(y) else math.nan for y in ys]
+                style = "-" if key == "val_robust_acc" else "--"
+                axes[1].plot(xs, pct, marker="o", ms=3, color=colors[lab], ls=style, label=lab)
         axes[0].set_title("training loss", fontsize=10)
         axes[1].set_title(
             "robust accuracy per epoch (solid: validation, dashed: training batches)", fontsize=9
@@ -278,7 +280,7 @@ def sweeps(rs: ResultSet) -> list[Figure]:
             pts: dict[float, list[float]] = {}
             clean: dict[float, list[float]] = {}
             sources = []
-            for r, f in zip(runs, flats):
+            for r, f in zip(runs, flats, strict=False):
                 row = rs.strongest_row(r, e)
                 c = rs.clean_row(r)
                 if row is None:
@@ -334,7 +336,7 @@ def entropy_histograms(rs: ResultSet) -> list[Figure]:
         colors = _colors([i[0] for i in items])
         plt = _plt()
         fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.6))
-        for ax, what in zip(axes, ("entropy", "confidence")):
+        for ax, what in zip(axes, ("entropy", "confidence"), strict=False):
             for lab, h, _ in items:
                 for kind, ls in (("clean", "-"), ("adv", "--")):
                     hist = h.get(f"{what}_{kind}")
@@ -352,7 +354,8 @@ def entropy_histograms(rs: ResultSet) -> list[Figure]:
             Figure(
                 "entropy",
                 f"Entropy and confidence histograms — {ds}",
-                "Solid: clean test points; dashed: at the ℓ2 PGD20-0.5 adversary (RU §6). Uncertainty-promoting "
+                "Solid: clean test points; dashed: at the ℓ2 PGD20-0.5 adversary (RU §6). "
+                "Uncertainty-promoting "
                 "defenses move mass to high entropy / low confidence.",
                 _png(fig),
                 [s for _, _, s in items],
@@ -397,7 +400,8 @@ def weight_histograms(rs: ResultSet) -> list[Figure]:
             Figure(
                 "weights",
                 f"First-conv-layer weight histograms — {ds}",
-                "Min-Max Figs. 4–5: the Min-Max regularizer pushes weights to 0 or away from it (lower fuzziness).",
+                "Min-Max Figs. 4–5: the Min-Max regularizer pushes weights to 0 or away from it "
+                "(lower fuzziness).",
                 _png(fig),
                 [i[3] for i in items],
                 ds,
@@ -424,7 +428,7 @@ def input_surfaces(rs: ResultSet) -> list[Figure]:
         fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.4 * rows), squeeze=False)
         for ax in axes.ravel():
             ax.axis("off")
-        for ax, (lab, s, _) in zip(axes.ravel(), items):
+        for ax, (lab, s, _) in zip(axes.ravel(), items, strict=False):
             ax.axis("on")
             cs = ax.contourf(s["eps1"], s["eps2"], s["loss"], levels=15, cmap="viridis")
             ax.contour(s["eps1"], s["eps2"], s["margin"], levels=[0.0], colors="w", linewidths=1.0)
@@ -437,7 +441,8 @@ def input_surfaces(rs: ResultSet) -> list[Figure]:
             Figure(
                 "surfaces",
                 f"Input-space loss surfaces — {ds}",
-                "CE loss at x + ε₁·sign(∇ₓCE) + ε₂·d (RU App. C.2, Fig. 5); white: decision boundary (margin 0).",
+                "CE loss at x + ε₁·sign(∇ₓCE) + ε₂·d (RU App. C.2, Fig. 5); white: decision boundary "
+                "(margin 0).",
                 _png(fig),
                 [i[2] for i in items],
                 ds,
@@ -471,7 +476,7 @@ def toy_surfaces(rs: ResultSet) -> list[Figure]:
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.7 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, n in zip(axes.ravel(), names):
+    for ax, n in zip(axes.ravel(), names, strict=False):
         ax.axis("on")
         cs = ax.contourf(res["theta1"], res["theta2"], res["surfaces"][n], levels=20, cmap="magma")
         ax.set_title(n, fontsize=9)

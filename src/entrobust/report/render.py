@@ -159,9 +159,16 @@ def _md_escape(s: str) -> str:
     return s.replace("|", "\\|")
 
 
+def _md_row(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(_md_escape(str(c)) for c in cells) + " |"
+
+
+def _md_head(cells: Sequence[str]) -> list[str]:
+    return [_md_row(cells), "|" + "---|" * len(cells)]
+
+
 def _md_table(t: Table) -> str:
-    head = [t.corner or "", *t.columns]
-    lines = ["| " + " | ".join(_md_escape(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines = _md_head([t.corner or "", *t.columns])
     group_at: dict[int, str] = {}
     i = 0
     for g, span in t.row_groups:
@@ -170,83 +177,81 @@ def _md_table(t: Table) -> str:
         i += span
     for k, row in enumerate(t.rows):
         if k in group_at:
-            lines.append("| **" + group_at[k] + "** |" + " |" * len(t.columns))
-        lines.append(
-            "| " + " | ".join([_md_escape(row.strip()), *[t.cell(row, c).text() for c in t.columns]]) + " |"
-        )
+            lines.append(_md_row([f"**{group_at[k]}**", *[""] * len(t.columns)]))
+        lines.append(_md_row([row.strip(), *[t.cell(row, c).text() for c in t.columns]]))
     return "\n".join(lines)
 
 
 def to_markdown(rep: Report, figure_files: Sequence[str] = ()) -> str:
+    """The report as Markdown (figures referenced as ``plots/*.png`` files beside it)."""
     rs = rep.results
-    parts = [f"# {rep.title}", "", f"Generated {rep.generated} by entrobust from the results store; "
-             f"{len(rs.runs)} trained run(s) on {', '.join(rs.datasets()) or '-'}. Numbers are accuracies in % "
-             "(mean ± std over seeds); every cell's source rows are listed in `report.json`.", ""]  # fmt: skip
+    parts = [
+        f"# {rep.title}",
+        "",
+        f"Generated {rep.generated} by entrobust from the results store; {len(rs.runs)} trained run(s) on "
+        f"{', '.join(rs.datasets()) or '-'}. Numbers are accuracies in % (mean ± std over seeds); every "
+        "cell's source rows are listed in `report.json`.",
+        "",
+    ]
     if rep.claims:
-        parts += [
-            "## Claims check",
-            "",
-            "| id | verdict | claim | numbers | source |",
-            "|---|---|---|---|---|",
-        ]
-        for c in rep.claims:
-            parts.append(
-                f"| {c.id} | **{c.verdict}** | {_md_escape(c.claim)} | {_md_escape(c.detail)} | {_md_escape(c.source)} |"
-            )
+        parts += ["## Claims check", "", *_md_head(["id", "verdict", "claim", "numbers", "source"])]
+        parts += [_md_row([c.id, f"**{c.verdict}**", c.claim, c.detail, c.source]) for c in rep.claims]
         parts.append("")
     for t in rep.tables:
         parts += [f"## {t.title}", "", f"*Source: {t.source}*", "", _md_table(t), ""]
         parts += [f"- {n}" for n in t.notes]
         parts.append("")
     if rep.audits:
-        parts += ["## Gradient-obfuscation audit", "", "| model | seed | overall | " + " | ".join(AUDIT_CHECKS) + " |",
-                  "|---" * (3 + len(AUDIT_CHECKS)) + "|"]  # fmt: skip
+        parts += ["## Gradient-obfuscation audit", "", *_md_head(["model", "seed", "overall", *AUDIT_CHECKS])]
         for a in rep.audits:
-            cells = [str(a["checks"].get(c, {}).get("status", "-")) for c in AUDIT_CHECKS]
-            parts.append(f"| {a['label']} | {a['seed']} | **{a['status']}** | " + " | ".join(cells) + " |")
+            statuses = [a["checks"].get(c, {}).get("status", "-") for c in AUDIT_CHECKS]
+            parts.append(_md_row([a["label"], a["seed"], f"**{a['status']}**", *statuses]))
         parts.append("")
     if rep.figures:
         parts += ["## Figures", ""]
-        for f, name in zip(rep.figures, figure_files):
+        for f, name in zip(rep.figures, figure_files, strict=False):
             parts += [f"### {f.title}", "", f"![{f.title}]({name})", "", f.caption, ""]
     parts += [
         "## Runs",
         "",
-        "| label | dataset | model | seed | preset | run id | status | epochs |",
-        "|---|---|---|---|---|---|---|---|",
+        *_md_head(["label", "dataset", "model", "seed", "preset", "run id", "status", "epochs"]),
     ]
     for r in rs.runs:
-        parts.append(
-            f"| {r.label} | {r.dataset} | {r.model} | {r.seed} | {r.preset} | `{r.id}` | {r.status} | {len(rs.epochs.get(r.id, []))} |"
-        )
+        epochs = len(rs.epochs.get(r.id, []))
+        parts.append(_md_row([r.label, r.dataset, r.model, r.seed, r.preset, f"`{r.id}`", r.status, epochs]))
     return "\n".join(parts) + "\n"
 
 
 # ------------------------------------------------------------------------------------ HTML
 CSS = """
-body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f6f7f9;
+  color:#1d2330}
 header{background:#1d2b45;color:#fff;padding:22px 36px}
 header h1{margin:0 0 6px;font-size:24px} header p{margin:0;opacity:.85;font-size:14px}
 main{max-width:1180px;margin:0 auto;padding:18px 28px 60px}
 nav{font-size:13px;margin:10px 0 4px} nav a{margin-right:14px;color:#2456a6;text-decoration:none}
-section{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:16px 20px;margin:18px 0;box-shadow:0 1px 2px rgba(0,0,0,.03)}
+section{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:16px 20px;margin:18px 0;
+  box-shadow:0 1px 2px rgba(0,0,0,.03)}
 h2{font-size:19px;margin:4px 0 10px} h3{font-size:15px;margin:16px 0 6px}
 .src{color:#5b6577;font-size:12.5px;margin:0 0 8px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
 th,td{border:1px solid #dde1e8;padding:4px 9px;text-align:right;white-space:nowrap}
 th{background:#eef1f6;font-weight:600;text-align:center}
 td.rowh,th.rowh{text-align:left;font-weight:600;background:#f8f9fb}
-td.grp{background:#e7ecf5;font-weight:700;text-align:left;writing-mode:horizontal-tb}
+td.grp{background:#e7ecf5;font-weight:700;text-align:left}
 td.empty{color:#a3a9b5;font-style:italic}
 td[data-sources]:hover{background:#fff7d6;cursor:help}
 .notes{font-size:12.5px;color:#5b6577;margin:4px 0 0;padding-left:18px}
 .badge{display:inline-block;padding:2px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
-.reproduced,.pass{background:#1f8a4c}.not-reproduced,.fail{background:#c0392b}.not-enough-data{background:#8a93a3}.warn{background:#d68910}
-table.claims td{white-space:normal;text-align:left;vertical-align:top} table.claims td.num{font-size:12px;color:#333;max-width:560px}
+.reproduced,.pass{background:#1f8a4c} .not-reproduced,.fail{background:#c0392b}
+.not-enough-data{background:#8a93a3} .warn{background:#d68910}
+table.claims td{white-space:normal;text-align:left;vertical-align:top}
+table.claims td.num{font-size:12px;color:#333;max-width:560px}
 figure{margin:14px 0;text-align:center} figure img{max-width:100%;border:1px solid #e1e4ea;border-radius:4px}
 figcaption{font-size:12.5px;color:#5b6577;margin-top:4px}
 code{font-size:12px;background:#f0f2f5;padding:1px 4px;border-radius:3px}
-.summary{display:flex;gap:14px;flex-wrap:wrap} .stat{background:#f3f5f9;border-radius:6px;padding:8px 14px;font-size:13px}
+.summary{display:flex;gap:14px;flex-wrap:wrap}
+.stat{background:#f3f5f9;border-radius:6px;padding:8px 14px;font-size:13px}
 .stat b{display:block;font-size:20px}
 """
 
@@ -259,165 +264,204 @@ def _slug(s: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in s.lower()).strip("-")
 
 
+def _tag(name: str, content: str = "", **attrs: Any) -> str:
+    """``<name attr="...">content</name>``; attribute values are escaped, ``cls`` → ``class``."""
+    parts = [name]
+    for k, v in attrs.items():
+        if v is None:
+            continue
+        key = "class" if k == "cls" else k.replace("_", "-")
+        parts.append(f'{key}="{_e(v)}"')
+    return f"<{' '.join(parts)}>{content}</{name}>"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _th(text: str, **attrs: Any) -> str:
+    return _tag("th", _e(text), **attrs)
+
+
+def _anchor(t: Table) -> str:
+    return _slug(f"{t.name}-{t.dataset or ''}")
+
+
+def _cell_html(t: Table, row: str, col: str) -> str:
+    c = t.cell(row, col)
+    if c.empty:
+        return _tag("td", "not run", cls="empty")
+    values = ", ".join(f"{100 * v:.2f}" if c.percent else f"{v:.4g}" for v in c.values)
+    tip = f"{row.strip()} / {col}: {values} — sources: {', '.join(c.sources)}"
+    return _tag("td", _e(c.text()), data_sources=" ".join(c.sources), title=tip)
+
+
 def _html_table(t: Table) -> str:
-    out = ['<table class="paper">']
-    has_groups = any(g for g, _ in t.column_groups)
+    """A paper table with its column groups (e.g. Without AT / With AT) and row groups."""
+    col_groups = any(g for g, _ in t.column_groups)
     row_groups = any(g for g, _ in t.row_groups)
     lead = 2 if row_groups else 1
-    if has_groups:
-        out.append("<tr>" + f'<th colspan="{lead}" rowspan="2" class="rowh">{_e(t.corner)}</th>')
-        for g, span in t.column_groups:
-            out.append(f'<th colspan="{span}">{_e(g)}</th>')
-        out.append("</tr><tr>" + "".join(f"<th>{_e(c)}</th>" for c in t.columns) + "</tr>")
+    head = [_th(c) for c in t.columns]
+    if col_groups:
+        top = [_th(t.corner, colspan=lead, rowspan=2, cls="rowh")]
+        top += [_th(g, colspan=span) for g, span in t.column_groups]
+        out = [_row(top), _row(head)]
     else:
-        out.append(
-            f'<tr><th colspan="{lead}" class="rowh">{_e(t.corner)}</th>'
-            + "".join(f"<th>{_e(c)}</th>" for c in t.columns)
-            + "</tr>"
-        )
+        out = [_row([_th(t.corner, colspan=lead, cls="rowh"), *head])]
     starts: dict[int, tuple[str, int]] = {}
     i = 0
     for g, span in t.row_groups:
         starts[i] = (g, span)
         i += span
     for k, row in enumerate(t.rows):
-        out.append("<tr>")
+        cells = []
         if row_groups and k in starts:
             g, span = starts[k]
-            out.append(f'<td class="grp" rowspan="{span}">{_e(g)}</td>')
-        out.append(f'<td class="rowh">{_e(row.strip())}</td>')
-        for col in t.columns:
-            c = t.cell(row, col)
-            if c.empty:
-                out.append('<td class="empty">not run</td>')
-            else:
-                src = " ".join(c.sources)
-                tip = f"{row.strip()} / {col}: " + ", ".join(
-                    f"{100 * v:.2f}" if c.percent else f"{v:.4g}" for v in c.values
-                )
-                tip += f" — sources: {', '.join(c.sources)}"
-                out.append(f'<td data-sources="{_e(src)}" title="{_e(tip)}">{_e(c.text())}</td>')
-        out.append("</tr>")
-    out.append("</table>")
-    return "".join(out)
+            cells.append(_tag("td", _e(g), cls="grp", rowspan=span))
+        cells.append(_tag("td", _e(row.strip()), cls="rowh"))
+        cells += [_cell_html(t, row, col) for col in t.columns]
+        out.append(_row(cells))
+    return _tag("table", "".join(out), cls="paper")
 
 
 def _badge(verdict: str) -> str:
-    return f'<span class="badge {_slug(verdict)}">{_e(verdict)}</span>'
+    return _tag("span", _e(verdict), cls=f"badge {_slug(verdict)}")
+
+
+def _section(anchor: str | None, title: str, source: str, *content: str) -> str:
+    intro = _tag("p", source, cls="src") if source else ""
+    return _tag("section", _tag("h2", _e(title)) + intro + "".join(content), id=anchor)
+
+
+def _summary(rep: Report) -> str:
+    rs = rep.results
+    stats = [
+        (len(rs.runs), "trained runs"),
+        (len({r.label for r in rs.runs}), "defenses"),
+        (len(rs.evaluations), "evaluation rows"),
+        (len(rs.analyses), "analyses"),
+    ]
+    html_stats = [_tag("div", f"<b>{n}</b>{_e(what)}", cls="stat") for n, what in stats]
+    if rep.claims:
+        n = [
+            sum(1 for c in rep.claims if c.verdict == v)
+            for v in ("reproduced", "not reproduced", "not enough data")
+        ]
+        html_stats.append(
+            _tag("div", f"<b>{n[0]} / {n[1]} / {n[2]}</b>claims reproduced / not / no data", cls="stat")
+        )
+    return _tag("section", _tag("div", "".join(html_stats), cls="summary"))
+
+
+def _claims_html(rep: Report) -> str:
+    rows = [_row([_th(h) for h in ("id", "verdict", "claim", "numbers", "source")])]
+    for c in rep.claims:
+        numbers = _tag(
+            "td",
+            _e(c.detail),
+            cls="num",
+            data_sources=" ".join(c.sources),
+            title="sources: " + ", ".join(c.sources),
+        )
+        rows.append(
+            _row([_tag("td", _e(c.id)), _tag("td", _badge(c.verdict)), _tag("td", _e(c.claim)), numbers,
+                  _tag("td", _e(c.source))])
+        )  # fmt: skip
+    intro = (
+        "The papers' qualitative claims, evaluated on these results (the strongest stored attack per ε; "
+        "differences under two binomial standard errors are marked <i>within noise</i>)."
+    )
+    return _section("claims", "Claims check", intro, _tag("table", "".join(rows), cls="claims"))
+
+
+def _audit_html(rep: Report) -> str:
+    head = ["model", "seed", "threat", "n", "clean", "overall", *AUDIT_CHECKS]
+    rows = [_row([_th(h, cls="rowh" if h == "model" else None) for h in head])]
+    for a in rep.audits:
+        th = a.get("threat") or {}
+        clean = a.get("clean_accuracy")
+        cells = [
+            _tag("td", _e(a["label"]), cls="rowh"),
+            _tag("td", _e(a["seed"])),
+            _tag("td", f"{_e(th.get('norm', ''))} {float(th.get('eps', 0)):.3g}"),
+            _tag("td", _e(a.get("n"))),
+            _tag("td", f"{100 * clean:.1f}" if isinstance(clean, float) else "-"),
+            _tag("td", _badge(str(a.get("status"))), data_sources=a["source"]),
+        ]
+        for name in AUDIT_CHECKS:
+            chk = a["checks"].get(name)
+            if not chk:
+                cells.append(_tag("td", "-", cls="empty"))
+                continue
+            evidence = (chk.get("evidence") or {}).items()
+            ev = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in evidence
+                           if not isinstance(v, list | dict))  # fmt: skip
+            tip = f"{chk.get('explanation', '')} [{ev}]"
+            cells.append(_tag("td", _badge(str(chk.get("status"))), data_sources=a["source"], title=tip))
+        rows.append(_row(cells))
+    intro = (
+        "One row per model (Athalye et al. 2018; Carlini et al. 2019; RU §5.2, App. C). "
+        "Hover a status for its evidence."
+    )
+    return _section("audit", "Gradient-obfuscation audit", intro, _tag("table", "".join(rows)))
+
+
+def _figures_html(rep: Report) -> str:
+    parts = [] if rep.figures else [_tag("p", "No figure has data yet.", cls="src")]
+    for f in rep.figures:
+        b64 = base64.b64encode(f.png).decode("ascii")
+        img = f'<img alt="{_e(f.title)}" src="data:image/png;base64,{b64}">'
+        body = _tag("h3", _e(f.title)) + img + _tag("figcaption", _e(f.caption))
+        parts.append(_tag("figure", body, data_sources=" ".join(f.sources)))
+    return _section("figures", "Figures", "", *parts)
+
+
+def _runs_html(rep: Report) -> str:
+    rs = rep.results
+    head = ["label", "dataset", "model", "seed", "preset", "run id", "status", "epochs", "train time"]
+    rows = [_row([_th(h, cls="rowh" if h == "label" else None) for h in head])]
+    for r in rs.runs:
+        secs = (r.summary or {}).get("seconds")
+        values = [r.dataset, r.model, r.seed, r.preset]
+        rows.append(
+            _row([_tag("td", _e(r.label), cls="rowh"), *[_tag("td", _e(v)) for v in values],
+                  _tag("td", _tag("code", _e(r.id))), _tag("td", _e(r.status)),
+                  _tag("td", str(len(rs.epochs.get(r.id, [])))),
+                  _tag("td", "-" if not isinstance(secs, int | float) else f"{secs:.0f} s")])
+        )  # fmt: skip
+    return _section("runs", "Runs", "", _tag("table", "".join(rows)))
 
 
 def to_html(rep: Report) -> str:
+    """The report as one self-contained HTML page (inline CSS, base64 PNGs, embedded JSON data)."""
     rs = rep.results
-    counts = {
-        v: sum(1 for c in rep.claims if c.verdict == v)
-        for v in ("reproduced", "not reproduced", "not enough data")
-    }
-    nav = ['<a href="#claims">Claims</a>'] if rep.claims else []
-    nav += [
-        f'<a href="#{_slug(t.name + "-" + (t.dataset or ""))}">{_e(t.title.split(" — ")[0])}</a>'
-        for t in rep.tables
-    ]
-    nav += ['<a href="#audit">Audit</a>'] if rep.audits else []
-    nav += ['<a href="#figures">Figures</a>', '<a href="#runs">Runs</a>']
+    nav = [("claims", "Claims")] if rep.claims else []
+    nav += [(_anchor(t), t.title.split(" — ")[0]) for t in rep.tables]
+    nav += [("audit", "Audit")] if rep.audits else []
+    nav += [("figures", "Figures"), ("runs", "Runs")]
+    experiment = f" — experiment {_e(rs.experiment)}" if rs.experiment else ""
+    intro = (
+        f"Generated {_e(rep.generated)} by entrobust from the results store{experiment}. Accuracies in %, "
+        "mean ± std over seeds; hover a cell to see the stored rows behind it."
+    )
     body = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(rep.title)}</title><style>{CSS}</style></head><body>",
-        f"<header><h1>{_e(rep.title)}</h1><p>Generated {_e(rep.generated)} by entrobust from the results store"
-        f"{' — experiment ' + _e(rs.experiment) if rs.experiment else ''}. Accuracies in %, mean ± std over seeds; "
-        "hover a cell to see the stored rows behind it.</p></header><main>",
-        "<nav>" + "".join(nav) + "</nav>",
-        '<section><div class="summary">'
-        f'<div class="stat"><b>{len(rs.runs)}</b>trained runs</div>'
-        f'<div class="stat"><b>{len({r.label for r in rs.runs})}</b>defenses</div>'
-        f'<div class="stat"><b>{len(rs.evaluations)}</b>evaluation rows</div>'
-        f'<div class="stat"><b>{len(rs.analyses)}</b>analyses</div>'
-        + (
-            f'<div class="stat"><b>{counts["reproduced"]} / {counts["not reproduced"]} / {counts["not enough data"]}</b>'
-            "claims reproduced / not / no data</div>"
-            if rep.claims
-            else ""
-        )
-        + "</div></section>",
+        _tag("header", _tag("h1", _e(rep.title)) + _tag("p", intro)),
+        "<main>",
+        _tag("nav", "".join(f'<a href="#{a}">{_e(text)}</a>' for a, text in nav)),
+        _summary(rep),
     ]
     if rep.claims:
-        body.append(
-            '<section id="claims"><h2>Claims check</h2><p class="src">The papers\' qualitative claims, '
-            "evaluated on these results (the strongest stored attack per ε; differences under two binomial "
-            "standard errors are marked <i>within noise</i>).</p>"  # fmt: skip
-            '<table class="claims"><tr><th>id</th><th>verdict</th><th>claim</th><th>numbers</th><th>source</th></tr>'
-        )
-        for c in rep.claims:
-            body.append(
-                f"<tr><td>{_e(c.id)}</td><td>{_badge(c.verdict)}</td><td>{_e(c.claim)}</td>"
-                f'<td class="num" data-sources="{_e(" ".join(c.sources))}" title="sources: {_e(", ".join(c.sources))}">{_e(c.detail)}</td>'
-                f"<td>{_e(c.source)}</td></tr>"
-            )
-        body.append("</table></section>")
+        body.append(_claims_html(rep))
     for t in rep.tables:
-        body.append(
-            f'<section id="{_slug(t.name + "-" + (t.dataset or ""))}"><h2>{_e(t.title)}</h2><p class="src">Source: {_e(t.source)}</p>'
-        )
-        body.append(_html_table(t))
-        if t.notes:
-            body.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in t.notes) + "</ul>")
-        body.append("</section>")
+        notes = _tag("ul", "".join(_tag("li", _e(n)) for n in t.notes), cls="notes") if t.notes else ""
+        body.append(_section(_anchor(t), t.title, f"Source: {_e(t.source)}", _html_table(t), notes))
     if rep.audits:
-        body.append('<section id="audit"><h2>Gradient-obfuscation audit</h2><p class="src">One row per model '
-                    "(Athalye et al. 2018; Carlini et al. 2019; RU §5.2, App. C). Hover a status for its evidence.</p>"
-                    "<table><tr><th class=\"rowh\">model</th><th>seed</th><th>threat</th><th>n</th><th>clean</th><th>overall</th>"
-                    + "".join(f"<th>{_e(c)}</th>" for c in AUDIT_CHECKS) + "</tr>")  # fmt: skip
-        for a in rep.audits:
-            th = a.get("threat") or {}
-            cells = []
-            for name in AUDIT_CHECKS:
-                chk = a["checks"].get(name)
-                if not chk:
-                    cells.append('<td class="empty">-</td>')
-                    continue
-                ev = ", ".join(
-                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in (chk.get("evidence") or {}).items()
-                    if not isinstance(v, list | dict)
-                )
-                tip = f"{chk.get('explanation', '')} [{ev}]"
-                cells.append(
-                    f'<td data-sources="{_e(a["source"])}" title="{_e(tip)}">{_badge(str(chk.get("status")))}</td>'
-                )
-            clean = a.get("clean_accuracy")
-            clean_txt = f"{100 * clean:.1f}" if isinstance(clean, float) else "-"
-            body.append(
-                f'<tr><td class="rowh">{_e(a["label"])}</td><td>{_e(a["seed"])}</td>'
-                f"<td>{_e(th.get('norm', ''))} {float(th.get('eps', 0)):.3g}</td><td>{_e(a.get('n'))}</td>"
-                f"<td>{clean_txt}</td>"
-            )
-            body.append(
-                f'<td data-sources="{_e(a["source"])}">{_badge(str(a.get("status")))}</td>'
-                + "".join(cells)
-                + "</tr>"
-            )
-        body.append("</table></section>")
-    body.append('<section id="figures"><h2>Figures</h2>')
-    if not rep.figures:
-        body.append('<p class="src">No figure has data yet.</p>')
-    for f in rep.figures:
-        b64 = base64.b64encode(f.png).decode("ascii")
-        body.append(
-            f'<figure data-sources="{_e(" ".join(f.sources))}"><h3>{_e(f.title)}</h3>'
-            f'<img alt="{_e(f.title)}" src="data:image/png;base64,{b64}"><figcaption>{_e(f.caption)}</figcaption></figure>'
-        )
-    body.append("</section>")
-    body.append('<section id="runs"><h2>Runs</h2><table><tr><th class="rowh">label</th><th>dataset</th><th>model</th>'
-                "<th>seed</th><th>preset</th><th>run id</th><th>status</th><th>epochs</th><th>train time</th></tr>")  # fmt: skip
-    for r in rs.runs:
-        secs = (r.summary or {}).get("seconds")
-        body.append(
-            f'<tr><td class="rowh">{_e(r.label)}</td><td>{_e(r.dataset)}</td><td>{_e(r.model)}</td><td>{_e(r.seed)}</td>'
-            f"<td>{_e(r.preset)}</td><td><code>{_e(r.id)}</code></td><td>{_e(r.status)}</td>"
-            f"<td>{len(rs.epochs.get(r.id, []))}</td><td>{'-' if secs is None else f'{secs:.0f} s'}</td></tr>"
-        )
-    body.append("</table></section>")
+        body.append(_audit_html(rep))
+    body += [_figures_html(rep), _runs_html(rep)]
     data = json.dumps(rep.to_dict(), default=str).replace("</", "<\\/")
     body.append(f'<script type="application/json" id="report-data">{data}</script>')
     body.append("</main></body></html>")

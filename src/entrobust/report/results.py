@@ -297,9 +297,7 @@ class ResultSet:
         return None
 
     # ----------------------------------------------------------------- cells
-    def cell(
-        self, runs: Sequence[RunInfo], pick: Callable[[RunInfo], EvalRow | None], *, note: str = ""
-    ) -> Cell:
+    def cell(self, runs: Sequence[RunInfo], pick: Callable[..., EvalRow | None], *, note: str = "") -> Cell:
         """One number per run chosen by ``pick`` (an evaluation row or None) → a :class:`Cell`."""
         c = Cell(note=note)
         for r in runs:
@@ -312,7 +310,7 @@ class ResultSet:
             c.n.append(int(row.n))
         return c
 
-    def analysis_cell(self, runs: Sequence[RunInfo], kind: str, get: Callable[[dict[str, Any]], Any]) -> Cell:
+    def analysis_cell(self, runs: Sequence[RunInfo], kind: str, get: Callable[..., Any]) -> Cell:
         """One number per run from analysis ``kind`` (``get(result)``; None/NaN = missing)."""
         c = Cell(percent=False)
         for r in runs:

@@ -142,12 +142,9 @@ def _main_eps(dataset: str | None) -> float:
     return 0.3 if _family(dataset) == "mnist" else 8 / 255
 
 
-def _differs(row: EvalRow, defaults: dict[str, Any]) -> dict[str, Any]:
-    """The row's attack kwargs that differ from the paper's (for the substitute notes)."""
-    kw = row.kwargs
-    return {k: v for k, v in kw.items() if k in defaults and defaults[k] != v} | {
-        k: v for k, v in kw.items() if k not in defaults and k not in ("seed",)
-    }
+def _steps(n: int) -> Callable[[EvalRow], bool]:
+    """Row filter: the attack ran with ``steps = n``."""
+    return lambda e: e.kwargs.get("steps") == n
 
 
 # --------------------------------------------------------------------------------- RU Table 1
@@ -180,7 +177,8 @@ def ru_table1(rs: ResultSet) -> list[Table]:
         t = Table(
             "ru-table1",
             f"RU Table 1 layout — accuracy (%) under attacks on {ds}",
-            f"Ju et al. 2020 (RU), {which}; black-box rows crafted on a surrogate (Normal without AT, PAT with AT)",
+            f"Ju et al. 2020 (RU), {which}; black-box rows crafted on a surrogate "
+            "(Normal without AT, PAT with AT)",
             rows,
             columns,
             column_groups=[(g, len(cols)) for g, cols in RU_GROUPS],
@@ -253,14 +251,12 @@ def atent_table2(rs: ResultSet) -> list[Table]:
         for row in ATENT_ROWS:
             runs = _runs(rs, row, ds)
             t.cells[(row, cols[0])] = rs.cell(runs, rs.clean_row)
-            exact = rs.cell(
-                runs, lambda r: rs.attack_row(r, ["pgd"], eps, where=lambda e: e.kwargs.get("steps") == 20)
-            )
+            exact = rs.cell(runs, lambda r, e=eps: rs.attack_row(r, ["pgd"], e, where=_steps(20)))
             if exact.empty:
-                exact = rs.cell(runs, lambda r: rs.attack_row(r, ["pgd", "PGD20-76"], eps), note="†")
+                exact = rs.cell(runs, lambda r, e=eps: rs.attack_row(r, ["pgd"], e), note="†")
                 subs = subs or not exact.empty
             t.cells[(row, cols[1])] = exact
-            t.cells[(row, cols[2])] = rs.cell(runs, lambda r: rs.attack_row(r, ["cw-pgd"], eps))
+            t.cells[(row, cols[2])] = rs.cell(runs, lambda r, e=eps: rs.attack_row(r, ["cw-pgd"], e))
         if subs:
             t.notes.append("† PGD with another number of steps than the paper's 20 (see the cell's sources)")
         t.notes.append("CW = the ε-bounded CW-margin loss optimized by PGD (RU's and ATENT's ℓ∞ CW reading).")
@@ -302,7 +298,9 @@ def minmax_table1(rs: ResultSet) -> list[Table]:
             for row, label, names in MINMAX_ROWS:
                 norm = "l2" if row == "L2BIA" else "linf"
 
-                def exact(r: RunInfo, label: str = label, norm: str = norm) -> EvalRow | None:
+                def exact(
+                    r: RunInfo, label: str = label, norm: str = norm, eps: float = eps
+                ) -> EvalRow | None:
                     hits = [
                         e
                         for e in rs.rows(r.id, norm=norm)
@@ -317,14 +315,15 @@ def minmax_table1(rs: ResultSet) -> list[Table]:
                 if c.empty and row in ("FGSM", "PGD", "CW"):
                     c = rs.cell(
                         runs,
-                        lambda r, names=names, norm=norm: rs.attack_row(r, names, eps, norm=norm),
+                        lambda r, names=names, norm=norm, e=eps: rs.attack_row(r, names, e, norm=norm),
                         note="†",
                     )
                     subs = subs or not c.empty
                 t.cells[(row, col)] = c
         if subs:
             t.notes.append(
-                "† the same attack family from another suite (other steps / step size) — see the cell's sources"
+                "† the same attack family from another suite (other steps / step size) — "
+                "see the cell's sources"
             )
         tables.append(t)
     return tables
@@ -368,10 +367,11 @@ def kanai_table1(rs: ResultSet) -> list[Table]:
             rows += [aa_row, pgd_row]
             for col in KANAI_COLS:
                 runs = [r for r in _runs(rs, col, ds) if (r.model or "?") == m]
-                cells[(aa_row, col)] = rs.cell(runs, lambda r: rs.worst_row(r, eps, suites=("autoattack",)))
+                cells[(aa_row, col)] = rs.cell(
+                    runs, lambda r, e=eps: rs.worst_row(r, e, suites=("autoattack",))
+                )
                 cells[(pgd_row, col)] = rs.cell(
-                    runs,
-                    lambda r: rs.attack_row(r, ["pgd"], eps, where=lambda e: e.kwargs.get("steps") == 20),
+                    runs, lambda r, e=eps: rs.attack_row(r, ["pgd"], e, where=_steps(20))
                 )
     t = Table(
         "kanai-table1",

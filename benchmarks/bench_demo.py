@@ -1,0 +1,130 @@
+"""Time the main job: ``entrobust demo`` from an empty folder to a finished report.
+
+Usage: ``python benchmarks/bench_demo.py [--scale cpu|tiny] [--quick] [--out DIR] [--keep]
+[--threads N] [--json FILE]``. Budget (SPEC §6): about ten minutes wall time on a 2-core CPU.
+
+Runs the demo in a fresh process (so imports and data loading count), streams its progress, and
+prints the wall time, the process CPU time (user + system), the load average before and after,
+and the time of each stage (train, evaluate, analyse, report) parsed from the demo's stage lines.
+On a shared machine the wall time includes waiting for the CPU: with ``--threads 1`` (the default)
+the CPU time is what the same run takes on an idle core, so it is reported too. ``--quick`` runs
+the tiny scale (a smoke test of the benchmark itself). This is a benchmark, not a test: nothing
+is asserted; the exit status is the demo's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BUDGET_S = 600.0
+_STAGE = re.compile(r"^\[\s*(\d+\.\d)s\] == (\w+) ==")
+_DONE = re.compile(r"^\[\s*(\d+\.\d)s\] demo finished")
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    p.add_argument("--scale", default="cpu", choices=["cpu", "tiny"], help="demo scale (default: cpu)")
+    p.add_argument("--quick", action="store_true", help="same as --scale tiny")
+    p.add_argument("--out", default=None, help="demo folder (default: a fresh temporary folder)")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the demo folder (default: delete a temporary one)"
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the demo (default: 1)")
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    args = p.parse_args(argv)
+    scale = "tiny" if args.quick else args.scale
+
+    tmp = None
+    if args.out is None:
+        tmp = tempfile.mkdtemp(prefix="entrobust-bench-demo-")
+        out = Path(tmp) / "demo"
+    else:
+        out = Path(args.out)
+        if out.exists() and any(out.iterdir()):
+            print(
+                f"{out} is not empty: the demo would resume instead of running from scratch", file=sys.stderr
+            )
+            return 2
+    cmd = [
+        sys.executable,
+        "-m",
+        "entrobust",
+        "demo",
+        "--scale",
+        scale,
+        "--out",
+        str(out),
+        "--threads",
+        str(args.threads),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    load0 = os.getloadavg()
+    cpu0 = _children_cpu()
+    t0 = time.perf_counter()
+    stages: dict[str, float] = {}
+    finished = None
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        m = _STAGE.match(line)
+        if m:
+            stages[m.group(2)] = float(m.group(1))
+        m = _DONE.match(line)
+        if m:
+            finished = float(m.group(1))
+    rc = proc.wait()
+    wall = time.perf_counter() - t0
+    cpu = _children_cpu() - cpu0
+    load1 = os.getloadavg()
+
+    order = [s for s in ("train", "evaluate", "analyse", "report") if s in stages]
+    ends = [stages[s] for s in order[1:]] + [finished if finished is not None else wall]
+    per_stage = {s: round(end - stages[s], 1) for s, end in zip(order, ends, strict=True)}
+    print("\n=== bench_demo")
+    print(f"scale {scale}, threads {args.threads}, {os.cpu_count()} CPU(s), exit status {rc}")
+    print(f"wall time   {wall:7.1f} s  ({wall / 60:.1f} min; budget {BUDGET_S / 60:.0f} min: "
+          f"{'within' if wall <= BUDGET_S else 'OVER'})")  # fmt: skip
+    print(f"CPU time    {cpu:7.1f} s  (user + system of the demo process)")
+    print(f"load avg    {load0[0]:.2f} before, {load1[0]:.2f} after (1-minute)")
+    for s in order:
+        print(f"  {s:<9} {per_stage[s]:7.1f} s")
+    result = {
+        "scale": scale,
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "exit_status": rc,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "budget_s": BUDGET_S,
+        "load_before": load0[0],
+        "load_after": load1[0],
+        "stages_s": per_stage,
+        "report": str(out / "report.html"),
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if tmp is not None and not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
