@@ -19,7 +19,8 @@ batch 64, SGD lr 0.05 (momentum 0.9), 3–4 epochs, 5 PGD steps, validation on 3
 examples with PGD-10. Pure adversarial training at ε = 0.3 stays at chance for thousands of
 iterations (Madry et al. train 100k), so the cpu variants of presets without a clean loss term
 ramp ε over the first 1.5 epochs (``schedule.eps_warmup_epochs``); Entropy-SGD cpu variants use
-L = 5, η = 1 (the first regime of Chaudhari's Lua MNIST schedule), η′ = 0.05 with Nesterov 0.9.
+L = 5, η = 1 (the first regime of Chaudhari's Lua MNIST schedule), Kanai's η′ = 0.1, γ = 0.03,
+α = 0.75, Nesterov 0.9.
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ def _cpu_ensgd(second: bool = False) -> Config:
         "lr": 1.0,
         "momentum": 0.9,
         "nesterov": True,
-        "kwargs": {"L": 5, "gamma": 0.03, "noise": 1e-4, "inner_lr": 0.05, "alpha": 0.75},
+        "kwargs": {"L": 5, "gamma": 0.03, "noise": 1e-4, "inner_lr": 0.1, "alpha": 0.75},
     }
 
 
