@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--resume needs --out DIR (the run to continue)")
     else:
         out = _default_out(cfg, args.preset or (Path(args.config).stem if args.config else "train"))
-    label = args.preset or args.config or "ce"
+    label = args.preset or args.config or cfg.preset or "ce"
     print(f"training {label} on {cfg.dataset} ({cfg.model}, {cfg.epochs} epochs) -> {out}", flush=True)
     trainer = Trainer(
         cfg,
