@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: steadier timings)")
     p.add_argument("--batch", type=int, default=250)
-    p.add_argument("--aa-n", type=int, default=50, help="points for AutoAttack / Square")
+    p.add_argument("--aa-n", type=int, default=25, help="points for AutoAttack / Square")
     p.add_argument("--eps", type=float, default=0.3)
     p.add_argument("--aa-eps", type=float, default=0.15)
     p.add_argument("--train-steps", type=int, default=60)

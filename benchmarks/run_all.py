@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only", nargs="*", default=None, help="run only benchmarks whose name contains one of these"
     )
-    p.add_argument("--quick", action="store_true", help="pass --quick to every benchmark (smoke run)")
-    p.add_argument("--json-dir", default=None, help="pass --json DIR/<name>.json to every benchmark")
+    p.add_argument("--quick", action="store_true", help="pass --quick to benchmarks that have it (smoke run)")
+    p.add_argument("--json-dir", default=None, help="pass --json DIR/<name>.json to benchmarks that have it")
     p.add_argument("extra", nargs="*", help="arguments passed to every benchmark (after --)")
     args = p.parse_args(argv)
     scripts = discover(args.only)
@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = []
     for script in scripts:
         cmd = [sys.executable, str(script), *args.extra]
-        if args.quick:
+        text = script.read_text(encoding="utf-8")
+        if args.quick and '"--quick"' in text:  # only scripts that define the flag get it
             cmd.append("--quick")
-        if args.json_dir:
+        if args.json_dir and '"--json"' in text:
             Path(args.json_dir).mkdir(parents=True, exist_ok=True)
             cmd += ["--json", str(Path(args.json_dir) / f"{script.stem}.json")]
         print(f"=== {script.name}", flush=True)

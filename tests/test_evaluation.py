@@ -30,7 +30,7 @@ def _run(x, y, rows, eps, **kw) -> EvalResult:
 
 
 # ------------------------------------------------------------------------------ worst case
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.lists(
         st.tuples(st.integers(0, 2), st.floats(0.3, 0.95)),
@@ -192,7 +192,7 @@ def _same(a: EvalResult, b: EvalResult) -> None:
     assert a.adv_x is not None and b.adv_x is not None and torch.equal(a.adv_x, b.adv_x)
 
 
-@pytest.mark.parametrize("crash_after", [0, 1, 4, 9])
+@pytest.mark.parametrize("crash_after", [0, 3, 9])
 def test_resume_after_crash_equals_straight_run(tmp_path, crash_after):
     x, y = fk.make_data(90, seed=7)
     rows = [(0, 0.9), (1, 0.8), (2, 0.95)]

@@ -362,10 +362,9 @@ def evaluate(
                 assert attack is not None
                 pos = chunks[b]
                 t0 = time.perf_counter()
-                res = _run_chunk(
-                    attack, net, x[pos].to(dev), y[pos].to(dev), chunk_seed(seed, step.eps, step.label, b)
-                )
-                dist = _check_threat(res.x_adv, x[pos].to(dev), step.eps, step.norm, step.label).cpu()
+                xb = x[pos].to(dev)
+                res = _run_chunk(attack, net, xb, y[pos].to(dev), chunk_seed(seed, step.eps, step.label, b))
+                dist = _check_threat(res.x_adv, xb, step.eps, step.norm, step.label).cpu()
                 succ = res.success.cpu().bool()
                 rec = records
                 rec["ran"][step.index, pos] = True
