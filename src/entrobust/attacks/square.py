@@ -197,21 +197,20 @@ class Square(Attack):
         return x_best
 
     def _l2_init(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
-        """Grid of ``square_eta`` tiles (side h // 5, centred), random sign per example × channel."""
+        """Grid of ``square_eta`` tiles (side h // 5, centred), each with a random orientation and
+        a random sign per example × channel."""
         n, c, h, w = x.shape
         s = max(h // 5, 1)
         start_h = (h - 5 * s) // 2 if h >= 5 * s else 0
         start_w = (w - 5 * s) // 2 if w >= 5 * s else 0
-        eta = square_eta(s).to(device=x.device, dtype=x.dtype)
         delta = torch.zeros_like(x)
         for r in range(h // s):
             for q in range(w // s):
                 vh, vw = start_h + r * s, start_w + q * s
                 if vh >= h or vw >= w:
                     continue
-                tile = eta[: h - vh, : w - vw]
-                sign = _rand_sign((n, c, 1, 1), gen, x)
-                delta[:, :, vh : vh + s, vw : vw + s] += tile * sign
+                tile = _eta_batch(n, s, gen, x)[:, None, : h - vh, : w - vw]
+                delta[:, :, vh : vh + s, vw : vw + s] += tile * _rand_sign((n, c, 1, 1), gen, x)
         return delta
 
     def _l2_proposal(
@@ -228,15 +227,20 @@ class Square(Attack):
         norm_win1 = win1.pow(2).sum(dim=(-2, -1), keepdim=True).sqrt()
         norm_img = _view(flat_norm(delta, "l2"), x)
         norm_union = (delta * (mask1 | mask2)).pow(2).sum(dim=(-2, -1), keepdim=True).sqrt()
-        eta = square_eta(s).to(device=x.device, dtype=x.dtype)
-        flip = torch.rand(m, generator=gen, dtype=x.dtype).to(x.device) > 0.5
-        shape = torch.where(_view(flip, eta.expand(m, s, s)), eta.t().expand(m, s, s), eta.expand(m, s, s))
+        shape = _eta_batch(m, s, gen, x)
         new = shape[:, None] * _rand_sign((m, c, 1, 1), gen, x) + win1 / (norm_win1 + 1e-12)
         budget = ((eps**2 - norm_img**2).clamp_min(0.0) / c + norm_union**2).sqrt()
         new = new / (new.pow(2).sum(dim=(-2, -1), keepdim=True).sqrt() + 1e-12) * budget
         delta = delta.masked_fill(mask2, 0.0)
         delta = _put(delta, vh1, vw1, new)
         return x + _normalize_l2(delta) * eps
+
+
+def _eta_batch(m: int, s: int, gen: torch.Generator | None, like: Tensor) -> Tensor:
+    """``m`` copies of ``square_eta(s)``, each transposed with probability 1/2: ``(m, s, s)``."""
+    eta = square_eta(s).to(device=like.device, dtype=like.dtype).expand(m, s, s)
+    flip = torch.rand(m, generator=gen, dtype=like.dtype).to(like.device) > 0.5
+    return torch.where(_view(flip, eta), eta.transpose(1, 2), eta)
 
 
 def _rand_sign(shape: tuple[int, ...], gen: torch.Generator | None, like: Tensor) -> Tensor:
