@@ -10,7 +10,7 @@ from torch import nn
 
 from entrobust.attacks import ThreatModel
 from entrobust.data import load_dataset
-from entrobust.diagnostics.audit import AuditReport, AuditThresholds, Check, audit, input_gradient_stats
+from entrobust.diagnostics.obfuscation import AuditReport, AuditThresholds, Check, audit, input_gradient_stats
 from entrobust.diagnostics.surrogate import SmallSurrogate, surrogate_like, train_surrogate
 from entrobust.errors import ConfigError
 

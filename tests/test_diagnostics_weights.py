@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from entrobust.diagnostics.fuzziness import (
+from entrobust.diagnostics.weights import (
     conv_fuzziness,
     first_conv_fuzziness,
     fuzziness,

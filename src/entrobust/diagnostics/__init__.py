@@ -26,11 +26,11 @@ _EXPORTS: dict[str, str] = {
     "HistogramAccumulator": "entrobust.diagnostics.accumulators",
     "Histogram": "entrobust.diagnostics.accumulators",
     # audit
-    "audit": "entrobust.diagnostics.audit",
-    "AuditReport": "entrobust.diagnostics.audit",
-    "AuditThresholds": "entrobust.diagnostics.audit",
-    "Check": "entrobust.diagnostics.audit",
-    "input_gradient_stats": "entrobust.diagnostics.audit",
+    "audit": "entrobust.diagnostics.obfuscation",
+    "AuditReport": "entrobust.diagnostics.obfuscation",
+    "AuditThresholds": "entrobust.diagnostics.obfuscation",
+    "Check": "entrobust.diagnostics.obfuscation",
+    "input_gradient_stats": "entrobust.diagnostics.obfuscation",
     "train_surrogate": "entrobust.diagnostics.surrogate",
     # geometry
     "GeometryAccumulator": "entrobust.diagnostics.geometry",
@@ -47,12 +47,12 @@ _EXPORTS: dict[str, str] = {
     "plot_histograms": "entrobust.diagnostics.plots",
     "plot_distortion_scatter": "entrobust.diagnostics.plots",
     # weights
-    "fuzziness": "entrobust.diagnostics.fuzziness",
-    "conv_fuzziness": "entrobust.diagnostics.fuzziness",
-    "first_conv_fuzziness": "entrobust.diagnostics.fuzziness",
-    "weight_histograms": "entrobust.diagnostics.fuzziness",
-    "plot_weight_histograms": "entrobust.diagnostics.fuzziness",
-    "table3": "entrobust.diagnostics.fuzziness",
+    "fuzziness": "entrobust.diagnostics.weights",
+    "conv_fuzziness": "entrobust.diagnostics.weights",
+    "first_conv_fuzziness": "entrobust.diagnostics.weights",
+    "weight_histograms": "entrobust.diagnostics.weights",
+    "plot_weight_histograms": "entrobust.diagnostics.weights",
+    "table3": "entrobust.diagnostics.weights",
     # landscapes
     "input_surface": "entrobust.diagnostics.landscape",
     "plot_input_surfaces": "entrobust.diagnostics.landscape",
@@ -86,16 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover
         MeanAccumulator,
         PearsonAccumulator,
     )
-    from entrobust.diagnostics.audit import AuditReport, AuditThresholds, Check, audit, input_gradient_stats
     from entrobust.diagnostics.boundary import BoundaryPicture, decision_boundary, plot_boundary
-    from entrobust.diagnostics.fuzziness import (
-        conv_fuzziness,
-        first_conv_fuzziness,
-        fuzziness,
-        plot_weight_histograms,
-        table3,
-        weight_histograms,
-    )
     from entrobust.diagnostics.geometry import (
         GeometryAccumulator,
         GeometryResult,
@@ -116,6 +107,13 @@ if TYPE_CHECKING:  # pragma: no cover
         plot_input_surfaces,
         plot_parameter_landscape,
     )
+    from entrobust.diagnostics.obfuscation import (
+        AuditReport,
+        AuditThresholds,
+        Check,
+        audit,
+        input_gradient_stats,
+    )
     from entrobust.diagnostics.plots import plot_distortion_scatter, plot_histograms
     from entrobust.diagnostics.smoothing import ABSTAIN, CertifyResult, certify, certify_dataset, predict
     from entrobust.diagnostics.surrogate import train_surrogate
@@ -125,6 +123,14 @@ if TYPE_CHECKING:  # pragma: no cover
         pgd_adversarial_loss,
         plot_toy_surfaces,
         toy_surfaces,
+    )
+    from entrobust.diagnostics.weights import (
+        conv_fuzziness,
+        first_conv_fuzziness,
+        fuzziness,
+        plot_weight_histograms,
+        table3,
+        weight_histograms,
     )
 
 

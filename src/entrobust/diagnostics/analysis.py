@@ -152,7 +152,7 @@ def _histograms(ctx: Context) -> dict[str, Any]:
 
 @ANALYSES.register("fuzziness", help="fuzziness of each conv layer's weights and weight histograms (Min-Max)")
 def _fuzziness(ctx: Context) -> dict[str, Any]:
-    from entrobust.diagnostics.fuzziness import conv_fuzziness, plot_weight_histograms, weight_histograms
+    from entrobust.diagnostics.weights import conv_fuzziness, plot_weight_histograms, weight_histograms
 
     if ctx.model is None:
         raise ConfigError("analysis 'fuzziness' needs a model")

@@ -400,6 +400,15 @@ def audit(
     results: list[Check] = []
     curves: dict[str, dict[str, list[float]]] = {}
 
+    timings: dict[str, float] = {}
+    stage_name, stage_start = "setup", time.perf_counter()
+
+    def mark(name: str) -> None:  # close the running stage, open the next
+        nonlocal stage_name, stage_start
+        now = time.perf_counter()
+        timings[stage_name] = timings.get(stage_name, 0.0) + now - stage_start
+        stage_name, stage_start = name, now
+
     say(f"audit: {n_used} examples, {threat.norm} ε = {eps:.4g}")
     clean = _correct(model, x, y, batch_size)
     clean_acc = _acc(clean)
@@ -408,6 +417,7 @@ def audit(
     pgd_ok = _attack_correct(model, pgd, x, y, batch_size) if need_pgd else None
     pgd_acc = _acc(pgd_ok) if pgd_ok is not None else float("nan")
 
+    mark("gradients")
     if "gradients" in wanted:
         say("audit: input gradients")
         st = input_gradient_stats(model, x, y, batch_size)
@@ -428,6 +438,7 @@ def audit(
             )
         )
 
+    mark("single-vs-multi")
     if "single-vs-multi" in wanted:
         say("audit: FGSM vs PGD")
         fgsm_acc = _acc(_attack_correct(model, build_attack("fgsm", threat), x, y, batch_size))
@@ -450,6 +461,7 @@ def audit(
             )
         )
 
+    mark("transfer-gap")
     if "transfer-gap" in wanted:
         if surrogate is None:
             say(f"audit: training a surrogate ({surrogate_epochs} epochs)")
@@ -485,6 +497,7 @@ def audit(
             )
         )
 
+    mark("random-search")
     if "random-search" in wanted:
         assert pgd_ok is not None
         robust_idx = (pgd_ok & clean).nonzero().squeeze(1)
@@ -513,6 +526,7 @@ def audit(
             )
         )
 
+    mark("eps-curve")
     if "eps-curve" in wanted:
         cap = _max_eps(threat, x)
         grid = sorted(
@@ -557,6 +571,7 @@ def audit(
             )
         )
 
+    mark("steps-curve")
     if "steps-curve" in wanted:
         say(f"audit: accuracy vs steps {list(steps_grid)}")
         floor = 1.0 / 510.0
@@ -587,6 +602,7 @@ def audit(
             )
         )
 
+    mark("unbounded")
     if "unbounded" in wanted:
         say("audit: unbounded attack")
         from entrobust.attacks.minimal import deepfool_minimal
@@ -625,6 +641,7 @@ def audit(
             )
         )
 
+    mark("done")
     report = AuditReport(
         checks=results,
         threat={"norm": threat.norm, "eps": eps},
@@ -641,6 +658,7 @@ def audit(
             "seed": seed,
             "surrogate_epochs": surrogate_epochs,
             "thresholds": asdict(th),
+            "stage_seconds": {k: round(v, 3) for k, v in timings.items()},
         },
     )
     report.seconds = time.perf_counter() - t0
