@@ -277,3 +277,21 @@ def test_table4_rows_layout() -> None:
     assert rows[1][1] == [72.26, 0.84] and rows[5][1] == [0.8327, 0.8131]
     text = format_table4({"Normal": a, "PAT-EntM": b})
     assert "Normal" in text and "PAT-EntM" in text and "2.991" in text
+
+
+def test_default_l2_adversary_keeps_the_accumulator_batch_invariant() -> None:
+    from entrobust.diagnostics.geometry import default_l2_adversary
+
+    x, y = _data()
+    model = tiny_mlp(0)
+    results = []
+    for splits in (
+        [torch.arange(24)],
+        list(torch.randperm(24, generator=torch.Generator().manual_seed(2)).split(7)),
+    ):
+        acc = GeometryAccumulator(jacobian=False, adversary=default_l2_adversary(0.5), num_classes=4)
+        for idx in splits:
+            acc.update(model, x[idx], y[idx])
+        results.append(acc.compute())
+    _assert_same(results[0], results[1])
+    assert results[0].adv_accuracy < results[0].clean_accuracy

@@ -125,11 +125,17 @@ def nonlinearity(model: nn.Module, x: Tensor, x_adv: Tensor) -> Tensor:
     return torch.where(den > _TINY, num / den.clamp_min(_TINY), torch.full_like(den, float("nan"))).detach()
 
 
-def default_l2_adversary(eps: float = 0.5, steps: int = 20) -> Adversary:
-    """ℓ2 PGD used in RU Table 4 (``PGD20-0.5``): 20 steps, ε = 0.5, step ε/10 (RU notation)."""
-    from entrobust.attacks import ThreatModel, build_attack
+def default_l2_adversary(
+    eps: float = 0.5, steps: int = 20, *, restarts: int = 5, seed: int | None = 0
+) -> Adversary:
+    """ℓ2 version of RU's ``PGD20-0.5`` (Table 4): RU's PGDp-k recipe — p = 20 steps of ε/10,
+    start x + N(0, σ = 0.005), 5 restarts, worst restart per example — in the ℓ2 ball of radius
+    ε = 0.5; seeded, so the accumulator gives the same result however the data are batched.
+    """
+    from entrobust.attacks import ThreatModel
+    from entrobust.attacks.gradient import ru_pgd
 
-    return build_attack("pgd", ThreatModel("l2", eps), steps=steps, step_size=eps / 10)
+    return ru_pgd(ThreatModel("l2", eps), steps=steps, restarts=restarts, seed=seed)
 
 
 def default_minimal_l2(method: str = "deepfool") -> DistortionFn:
