@@ -70,7 +70,10 @@ def sample_counts(
             b = min(batch, left)
             left -= b
             xb = x.unsqueeze(0).expand(b, *x.shape)
-            noise = torch.randn(xb.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+            if generator is None:
+                noise = torch.randn(xb.shape, dtype=x.dtype, device=x.device)
+            else:  # a CPU generator keeps seeded results identical across devices
+                noise = torch.randn(xb.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
             logits = model(xb + sigma * noise)
             if counts is None:
                 counts = np.zeros(int(logits.shape[1]), dtype=np.int64)
