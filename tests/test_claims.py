@@ -137,14 +137,19 @@ def test_c2_verdicts() -> None:
 # ------------------------------------------------------------------------------------ C3, C4
 def test_c3_verdicts() -> None:
     good = Study()
-    good.run("PAT", clean=0.97, white={0.2: 0.60}, adversarial=True)
+    good.run("PAT", clean=0.95, white={0.2: 0.60}, adversarial=True)
     good.run("PAT-EntM", clean=0.98, white={0.2: 0.66}, adversarial=True)
     bad = Study()
     bad.run("PAT", clean=0.97, white={0.2: 0.60}, adversarial=True)
-    bad.run("PAT-LS", clean=0.96, white={0.2: 0.70}, adversarial=True)  # loses on clean data
+    bad.run("PAT-LS", clean=0.93, white={0.2: 0.70}, adversarial=True)  # loses on clean data
+    noise = Study()  # +1 pp on 1000 examples: within two standard errors, no verdict
+    noise.run("PAT", clean=0.970, white={0.2: 0.60}, adversarial=True)
+    noise.run("PAT-EntM", clean=0.980, white={0.2: 0.70}, adversarial=True)
     none = Study()
     none.run("PAT-EntM", white={0.2: 0.66})
     _check([(REPRODUCED, good), (NOT_REPRODUCED, bad), (NOT_ENOUGH, none)], "C3")
+    (res,) = check_claims(noise.rs, ["C3"])
+    assert res.verdict == NOT_ENOUGH and "within noise" in res.detail
 
 
 def test_c4_verdicts_and_noise() -> None:

@@ -275,13 +275,15 @@ class _Runner:
         self.plan = exp.plan()
         self.ids: dict[int, str] = {}
         self._models: dict[tuple[str, str], Any] = {}
-        self._data: dict[tuple[str, str], Any] = {}
+        self._data: dict[tuple[str, str, str | None], Any] = {}
 
     # ----------------------------------------------------------------- bookkeeping
     def run_dir(self, rid: str) -> Path:
         return self.ws / "runs" / rid
 
     def register(self) -> None:
+        """Insert the planned runs (idempotent) and make them the experiment's exact member list."""
+        members: list[tuple[str, str, dict[str, Any]]] = []
         for k, pr in enumerate(self.plan):
             rid = self.store.add_run(
                 pr.config.to_dict(),
@@ -293,19 +295,18 @@ class _Runner:
                 seed=pr.seed,
             )
             self.ids[k] = rid
-            self.store.add_member(
-                self.exp.name,
-                rid,
-                pr.label,
-                {"adversarial": pr.adversarial, "preset": pr.preset, "scale": self.exp.scale},
-            )
+            role = {"adversarial": pr.adversarial, "preset": pr.preset, "scale": self.exp.scale}
+            members.append((rid, pr.label, role))
+        study = [m for m in self.store.members(self.exp.name) if m["role"].get("study")]
+        members += [(m["run_id"], m["label"], m["role"]) for m in study]
+        self.store.set_members(self.exp.name, members)
 
-    def dataset(self, name: str, split: Literal["train", "test"]) -> Any:
-        key = (name, split)
+    def dataset(self, name: str, split: Literal["train", "test"], root: str | None = None) -> Any:
+        key = (name, split, root)
         if key not in self._data:
             from entrobust.data import load_dataset
 
-            self._data[key] = load_dataset(name, split)
+            self._data[key] = load_dataset(name, split, root=root)
         return self._data[key]
 
     def model(self, k: int, which: str = "last") -> Any:
@@ -454,7 +455,7 @@ class _Runner:
         state = self.run_dir(rid) / "eval" / f"{ev.name}-{spec_hash}"
         result = evaluate(
             model,
-            self.dataset(pr.dataset, "test"),
+            self.dataset(pr.dataset, "test", pr.config.data_root),
             suite,
             eps=list(ev.eps) or None,
             norm=ev.norm,
@@ -520,8 +521,8 @@ class _Runner:
                 ctx = AnalysisContext(
                     dataset=pr.dataset,
                     model=self.model(k),
-                    test=self.dataset(pr.dataset, "test"),
-                    train=self.dataset(pr.dataset, "train"),
+                    test=self.dataset(pr.dataset, "test", pr.config.data_root),
+                    train=self.dataset(pr.dataset, "train", pr.config.data_root),
                     surrogate=self.model(sur) if sur is not None else None,
                     out_dir=self.run_dir(rid),
                     seed=pr.seed,

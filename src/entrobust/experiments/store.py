@@ -462,6 +462,23 @@ class Store:
             )
         )
 
+    def set_members(self, experiment: str, rows: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
+        """Make ``rows`` (run id, label, role) the exact member list of ``experiment``, atomically: a
+        run an edited study no longer plans (e.g. its preset changed, so its config hash did) stops
+        being part of the study, though its results stay in the store."""
+
+        def write(con: sqlite3.Connection) -> None:
+            con.execute("DELETE FROM members WHERE experiment=?", (experiment,))
+            con.executemany(
+                "INSERT OR REPLACE INTO members VALUES (?,?,?,?)",
+                [
+                    (experiment, rid, label, json.dumps(dict(role), sort_keys=True))
+                    for rid, label, role in rows
+                ],
+            )
+
+        self._write(write)
+
     def members(self, experiment: str | None = None) -> list[dict[str, Any]]:
         """``{"experiment", "run_id", "label", "role"}`` rows, optionally of one experiment."""
         sql = "SELECT * FROM members" + (" WHERE experiment=?" if experiment is not None else "")

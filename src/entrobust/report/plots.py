@@ -65,6 +65,16 @@ def _colors(labels: Sequence[str]) -> dict[str, Any]:
     return {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
 
 
+def _legend_outside(ax: Any) -> None:
+    """Legend to the right of the axes, so it never hides a curve."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+
+
+def _colorbar(fig: Any, mappable: Any, ax: Any) -> None:
+    cb = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
+    cb.ax.tick_params(labelsize=6)
+
+
 def _first(rs: ResultSet, label: str, ds: str) -> list[RunInfo]:
     return rs.runs_for(label, ds)
 
@@ -128,7 +138,7 @@ def eps_curves(rs: ResultSet) -> list[Figure]:
             ax.set_ylim(-2, 102)
             ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3)
-        axes[0][-1].legend(fontsize=7, loc="upper right")
+        _legend_outside(axes[0][-1])
         figs.append(
             Figure(
                 "eps-curve",
@@ -170,7 +180,7 @@ def steps_curves(rs: ResultSet) -> list[Figure]:
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend_outside(ax)
         title = f"Accuracy vs PGD steps — {ds}" + (f", ε = {eps:.3g}" if isinstance(eps, float) else "")
         figs.append(
             Figure(
@@ -224,7 +234,7 @@ def training_curves(rs: ResultSet) -> list[Figure]:
             ax.grid(alpha=0.3)
         axes[1].set_ylabel("accuracy (%)")
         axes[1].set_ylim(-2, 102)
-        axes[0].legend(fontsize=7)
+        _legend_outside(axes[1])
         if not any_robust:
             axes[1].text(0.5, 0.5, "no robust accuracy logged", ha="center", transform=axes[1].transAxes)
         runs = [r.id for lab in labels for r in _first(rs, lab, ds)[:1]]
@@ -395,7 +405,7 @@ def weight_histograms(rs: ResultSet) -> list[Figure]:
         ax.set_ylabel("fraction of weights")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend_outside(ax)
         figs.append(
             Figure(
                 "weights",
@@ -425,7 +435,9 @@ def input_surfaces(rs: ResultSet) -> list[Figure]:
         plt = _plt()
         cols = min(len(items), 5)
         rows = math.ceil(len(items) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.4 * rows), squeeze=False)
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(3.3 * cols, 2.8 * rows), squeeze=False, layout="constrained"
+        )
         for ax in axes.ravel():
             ax.axis("off")
         for ax, (lab, s, _) in zip(axes.ravel(), items, strict=False):
@@ -434,7 +446,7 @@ def input_surfaces(rs: ResultSet) -> list[Figure]:
             ax.contour(s["eps1"], s["eps2"], s["margin"], levels=[0.0], colors="w", linewidths=1.0)
             ax.set_title(lab, fontsize=9)
             ax.tick_params(labelsize=6)
-            fig.colorbar(cs, ax=ax, fraction=0.046)
+            _colorbar(fig, cs, ax)
         fig.supxlabel("ε₁ (sign of ∇ₓ CE)", fontsize=8)
         fig.supylabel("ε₂ (random ±1 direction)", fontsize=8)
         figs.append(
@@ -473,7 +485,9 @@ def toy_surfaces(rs: ResultSet) -> list[Figure]:
     plt = _plt()
     cols = min(4, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.7 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.4 * cols, 3.0 * rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, n in zip(axes.ravel(), names, strict=False):
@@ -481,7 +495,7 @@ def toy_surfaces(rs: ResultSet) -> list[Figure]:
         cs = ax.contourf(res["theta1"], res["theta2"], res["surfaces"][n], levels=20, cmap="magma")
         ax.set_title(n, fontsize=9)
         ax.tick_params(labelsize=6)
-        fig.colorbar(cs, ax=ax, fraction=0.046)
+        _colorbar(fig, cs, ax)
     return [
         Figure(
             "toy",

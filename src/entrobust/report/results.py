@@ -274,7 +274,8 @@ class ResultSet:
                 groups: dict[str, list[RunInfo]] = {}
                 for r in hits:
                     groups.setdefault(r.group, []).append(r)
-                return max(groups.values(), key=len)
+                order = {r.id: i for i, r in enumerate(self.runs)}  # runs come oldest first
+                return max(groups.values(), key=lambda g: (len(g), max(order[r.id] for r in g)))
         return []
 
     def rows(self, run_id: str, *, transfer: bool | None = False, norm: str | None = None) -> list[EvalRow]:

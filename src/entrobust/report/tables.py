@@ -112,7 +112,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "PAT-LS": ("PAT-LS", "ru/pat-ls"),
     "SGD": ("SGD", "atent/sgd", "Normal", "ru/normal", "Std", "minmax/std"),
     "Entropy SGD": ("Entropy-SGD", "EntropySGD", "atent/entropy-sgd"),
-    "ℓ∞ PGD-AT": ("PGD-AT", "ℓ∞ PGD-AT", "atent/pgd-at", "PGD-AT(E)", "atent/pgd-at-e"),
+    "ℓ∞ PGD-AT": ("PGD-AT", "ℓ∞ PGD-AT", "atent/pgd-at", "PGD-AT(E)", "atent/pgd-at-e", "AT", "kanai/at"),
     "MMA": ("MMA",),
     "MART": ("MART", "atent/mart"),
     "ℓ∞ ATENT": ("ℓ∞-ATENT", "linf-ATENT", "atent/linf-atent"),
@@ -196,10 +196,12 @@ def ru_table1(rs: ResultSet) -> list[Table]:
             for label in black:
                 c = rs.cell(runs, lambda r, lab=label: rs.labelled_row(r, lab, transfer=True))
                 t.cells[(f"{label} ", col)] = _mark_changed(rs, runs, c, label, restarts, transfer=True)
-        for label, kws in sorted(restarts.items()):
-            t.notes.append(
-                f"* {label.strip()}: run with {', '.join(sorted(kws))} instead of the paper's setting"
-            )
+        by_args: dict[str, list[str]] = {}
+        for label, kws in restarts.items():
+            by_args.setdefault(", ".join(sorted(kws)), []).append(label.strip())
+        for args, labels in sorted(by_args.items()):
+            rows_txt = ", ".join(dict.fromkeys(labels))
+            t.notes.append(f"* run with {args} instead of the paper's setting (RU: 5 restarts): {rows_txt}")
         t.notes.append(
             "White-box cells are each attack's own accuracy (independent rows); 'not run' = no stored row."
         )
