@@ -12,7 +12,6 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,9 @@ _TOL = 1e-9
 
 def format_eps(eps: float) -> str:
     """``8/255`` for multiples of 1/255 that are not round decimals, else ``%g``."""
-    f = Fraction(eps).limit_denominator(255)
-    if f.denominator == 255 and abs(float(f) - eps) < 1e-9 and f.numerator != 0:
-        return f"{f.numerator}/255"
+    k = round(eps * 255)
+    if k != 0 and abs(k / 255 - eps) < 1e-9 and len(f"{eps:g}") > 5:
+        return f"{k}/255"
     return f"{eps:g}"
 
 
