@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     rs = ResultSet.from_store(Store(path), experiment=args.experiment, run_ids=args.runs)
     results = check_claims(rs, ids)
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2, default=str))
+        print(json.dumps([r.to_dict() for r in results], indent=2, default=str, ensure_ascii=False))
     else:
         print(format_claims(results))
     return 0

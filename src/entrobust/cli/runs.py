@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             ],
             indent=2,
             default=str,
+            ensure_ascii=False,
         ))  # fmt: skip
         return 0
     head = (

@@ -483,7 +483,7 @@ def c7(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
             "ℓ∞",
             ok,
             f"ε={e:.3g}: ℓ∞-ATENT {_pct(a.mean)} vs {best_name} {_pct(best.mean)} "
-            f"({_diff_text(a, best)}; ≈ = within 3 pp)",
+            f"({_diff_text(a, best)}; ≈ means at most 3 pp below)",
             optional=True,
         )
     l2 = _runs(rs, ("ℓ2-ATENT", "l2-ATENT", "atent/l2-atent"), ds)

@@ -11,7 +11,7 @@ resumable runner, so an interrupted demo continues where it stopped. Two scales:
     (Kanai). Evaluation on 200 test digits: RU's white-box rows FGSM_32, PGD10-32, PGD10-48,
     PGD40-48 (one restart instead of five, marked in the table), black-box PGD10-{32,48} transferred
     from Normal / PAT, ℓ∞ PGD-20 and CW-20 at ε = 0.3 (ATENT's step 0.01), AutoAttack standard at
-    ε = 0.3 on 50 digits, the Min-Max suite for Std and Min-Max; gradient-obfuscation audit of every
+    ε = 0.3 on 100 digits, the Min-Max suite for Std and Min-Max; gradient-obfuscation audit of every
     model at ε = 48/255 (RU's MNIST training radius); RU Table 4 geometry, fuzziness, input-space
     surfaces; the smoothness toy.
 ``tiny`` (CI, well under a minute)
@@ -59,7 +59,7 @@ def _ru_suite(rows: tuple[str, ...]) -> str:
 
 def _definition(scale: str) -> dict[str, Any]:
     tiny = scale == "tiny"
-    n, n_aa = (32, 16) if tiny else (200, 50)
+    n, n_aa = (32, 16) if tiny else (200, 100)
     geometry_for = ["Normal", "EntM", "PAT", "PAT-EntM"]
     return {
         "name": f"demo-{scale}",

@@ -479,7 +479,9 @@ class _Runner:
 
     # ----------------------------------------------------------------- stage 3: analyse
     def study_run(self) -> str:
-        rid = self.store.add_run({"kind": "study-analyses"}, name=STUDY_LABEL, experiment=self.exp.name)
+        """The pseudo-run holding this experiment's study-level analyses (e.g. the toy)."""
+        config = {"kind": "study-analyses", "experiment": self.exp.name}
+        rid = self.store.add_run(config, name=STUDY_LABEL, experiment=self.exp.name)
         if self.store.run(rid).status != "done":
             self.store.set_status(rid, "done")
         self.store.add_member(self.exp.name, rid, STUDY_LABEL, {"study": True})
