@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from entrobust.cli.run import DEFAULT_WORKSPACE
+from entrobust.cli.workspace import add_selection_args, open_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,15 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="write the HTML + Markdown report of stored results",
         description="Render tables, figures, audits and claims from a results workspace.",
     )
-    p.add_argument(
-        "--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})"
-    )
-    p.add_argument(
-        "--experiment", "-e", default=None, help="only the runs of this experiment (default: all runs)"
-    )
-    p.add_argument(
-        "--runs", nargs="+", default=None, metavar="ID", help="only these run ids (prefixes accepted)"
-    )
+    add_selection_args(p)
     p.add_argument("--out", "-o", required=True, help="output folder for report.html, report.md, report.json")
     p.add_argument("--title", default="", help="page title")
     p.add_argument(
@@ -36,21 +28,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from entrobust.errors import EntrobustError, UnknownNameError
-    from entrobust.experiments.runner import store_path
+    from entrobust.errors import UnknownNameError
     from entrobust.experiments.spec import ReportSpec
-    from entrobust.experiments.store import Store
     from entrobust.report import TABLES, write_report
 
-    path = store_path(args.workspace)
-    if not path.exists():
-        raise EntrobustError(f"no results store at {path}; run an experiment first (entrobust run / demo)")
+    store = open_store(args.workspace)
     tables = tuple(t.strip() for t in args.tables.split(",") if t.strip())
     for t in tables:
         if t not in TABLES:
             raise UnknownNameError(f"unknown table {t!r}; valid: {', '.join(TABLES.names())}")
     rep = write_report(
-        Store(path),
+        store,
         args.out,
         experiment=args.experiment,
         run_ids=args.runs,

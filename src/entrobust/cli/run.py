@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_WORKSPACE = "entrobust-workspace"
+from entrobust.cli.workspace import DEFAULT_WORKSPACE, add_workspace_arg
+
+__all__ = ["DEFAULT_WORKSPACE", "add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,9 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run (or resume) an experiment TOML file: train missing runs, evaluate, analyse, report.",
     )
     p.add_argument("file", help="experiment TOML file (see experiments/ and docs/experiments.md)")
-    p.add_argument(
-        "--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})"
-    )
+    add_workspace_arg(p)
     p.add_argument(
         "--report-dir", default=None, help="where the report goes (default: WORKSPACE/reports/NAME)"
     )

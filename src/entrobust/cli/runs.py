@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from entrobust.cli.run import DEFAULT_WORKSPACE
+from entrobust.cli.workspace import add_workspace_arg, open_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "runs", help="list the runs in a results workspace", description="List and filter runs."
     )
-    p.add_argument(
-        "--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})"
-    )
+    add_workspace_arg(p)
     p.add_argument(
         "--status", choices=["pending", "running", "done", "failed"], help="only runs with this status"
     )
@@ -29,13 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from entrobust.errors import EntrobustError
-    from entrobust.experiments.runner import store_path
-    from entrobust.experiments.store import Store
 
-    path = store_path(args.workspace)
-    if not path.exists():
-        raise EntrobustError(f"no results store at {path}; run an experiment first (entrobust run / demo)")
-    store = Store(path)
+    store = open_store(args.workspace)
+    path = store.path
     filters = {k: getattr(args, k) for k in ("status", "preset", "dataset", "model", "seed")}
     runs = store.runs(**{k: v for k, v in filters.items() if v is not None})
     labels: dict[str, str] = {}

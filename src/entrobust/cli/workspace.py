@@ -1,0 +1,42 @@
+"""Options and store access shared by the commands that read a results workspace
+(``run``, ``runs``, ``report``, ``claims``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from entrobust.experiments.store import Store
+
+DEFAULT_WORKSPACE = "entrobust-workspace"
+
+
+def add_workspace_arg(p: argparse.ArgumentParser) -> None:
+    """``--workspace/-w DIR``, defaulting to :data:`DEFAULT_WORKSPACE`."""
+    p.add_argument(
+        "--workspace", "-w", default=DEFAULT_WORKSPACE, help=f"results folder (default: {DEFAULT_WORKSPACE})"
+    )
+
+
+def add_selection_args(p: argparse.ArgumentParser) -> None:
+    """``--workspace``, ``--experiment`` and ``--runs``: which stored runs a command reads."""
+    add_workspace_arg(p)
+    p.add_argument(
+        "--experiment", "-e", default=None, help="only the runs of this experiment (default: all runs)"
+    )
+    p.add_argument(
+        "--runs", nargs="+", default=None, metavar="ID", help="only these run ids (prefixes accepted)"
+    )
+
+
+def open_store(workspace: str) -> Store:
+    """The results store of ``workspace``; a clear error when there is none yet."""
+    from entrobust.errors import EntrobustError
+    from entrobust.experiments.runner import store_path
+    from entrobust.experiments.store import Store
+
+    path = store_path(workspace)
+    if not path.exists():
+        raise EntrobustError(f"no results store at {path}; run an experiment first (entrobust run / demo)")
+    return Store(path)
