@@ -34,6 +34,7 @@ from entrobust.attacks.losses import (
     resolve_loss,
 )
 from entrobust.attacks.threat import ThreatModel, _view
+from entrobust.distributed import batch_noise
 from entrobust.errors import ConfigError, UnknownNameError
 
 INITS: tuple[str, ...] = ("none", "uniform", "gaussian")
@@ -177,10 +178,11 @@ def noise_like(x: Tensor, kind: str, generator: torch.Generator | None, shared: 
     ``shared`` draws one pattern for the whole batch, so a seeded attack treats example i the
     same alone or inside a batch (AdverTorch ``test_attacks_running.py`` batch-consistency check).
     """
-    shape = (1, *x.shape[1:]) if shared else tuple(x.shape)
+    if not shared:  # per-example noise follows the data-parallel global batch
+        return batch_noise(kind, x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
     draw = torch.randn if kind == "normal" else torch.rand
-    out = draw(shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
-    return out.expand_as(x) if shared else out
+    out = draw((1, *x.shape[1:]), generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+    return out.expand_as(x)
 
 
 class ProjectedGradient(Attack):

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from entrobust.distributed import batch_noise
 from entrobust.errors import ConfigError
 
 Norm = Literal["linf", "l2"]
@@ -31,6 +32,17 @@ def flat_norm(v: Tensor, norm: str) -> Tensor:
     if norm == "linf":
         return flat.abs().amax(dim=1)
     return flat.norm(p=2, dim=1)
+
+
+def _noise(
+    kind: str, shape: tuple[int, ...], generator: torch.Generator | None, x: Tensor, shared: bool
+) -> Tensor:
+    """CPU-drawn noise on ``x``'s device; per-example noise follows the data-parallel global
+    batch (:func:`entrobust.distributed.batch_noise`), a shared pattern is drawn as is."""
+    if shared:
+        draw = torch.randn if kind == "normal" else torch.rand
+        return draw(shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+    return batch_noise(kind, shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,19 +151,19 @@ class ThreatModel:
         if kind == "uniform":
             eps = self.eps_for(x)
             if self.norm == "linf":
-                u = torch.rand(shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+                u = _noise("uniform", shape, generator, x, shared)
                 delta = (2 * u - 1) * eps
             else:
-                g = torch.randn(shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+                g = _noise("normal", shape, generator, x, shared)
                 g = g / (_view(flat_norm(g, "l2"), g) + _TINY)
                 d = x[0].numel()
-                r = torch.rand(shape[0], generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+                r = _noise("uniform", shape[:1], generator, x, shared)
                 delta = g * _view(r.pow(1.0 / d), g) * eps
             return self.project(x + delta, x)
         if kind == "gaussian":
             if sigma < 0:
                 raise ConfigError(f"gaussian start sigma must be >= 0, got {sigma}")
-            g = torch.randn(shape, generator=generator, device="cpu", dtype=x.dtype).to(x.device)
+            g = _noise("normal", shape, generator, x, shared)
             return self.project(x + sigma * g, x)
         raise ConfigError(f"unknown random start {kind!r}; valid: none, uniform, gaussian")
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from entrobust.attacks.base import frozen
 from entrobust.attacks.engine import ProjectedGradient, make_objective
 from entrobust.attacks.threat import ThreatModel, flat_norm
+from entrobust.distributed import batch_noise
 from entrobust.errors import ConfigError
 from entrobust.registry import Registry
 
@@ -213,7 +214,7 @@ class ATENTSampler:
             return x.clone()
         if self.init == "uniform":
             return self.threat().random_start(x, "uniform")
-        g = torch.randn_like(x)
+        g = batch_noise("normal", x.shape, dtype=x.dtype, device=x.device)
         if self.init == "sign":
             delta = r * g.sign()
         elif self.init == "sphere":
@@ -232,7 +233,7 @@ class ATENTSampler:
         if self.pull:
             out = out + self.pull * (x - x_k)
         if self.noise:
-            out = out + self.noise_std * torch.randn_like(x_k)
+            out = out + self.noise_std * batch_noise("normal", x_k.shape, dtype=x_k.dtype, device=x_k.device)
         if self.project == "every" or (self.project == "last" and last):
             return t.project(out, x)
         return torch.clamp(out, self.lower, self.upper)

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 import torch
 from torch import Tensor, nn
 
+from entrobust.distributed import batch_noise
 from entrobust.errors import ConfigError, UnknownNameError
 from entrobust.training.adversaries import (
     ADVERSARIES,
@@ -440,7 +441,7 @@ class Method:
 
     def _noisy(self, x: Tensor) -> Tensor:
         sigma = self.config.objective.noise_sigma
-        return x + sigma * torch.randn_like(x) if sigma else x
+        return x + sigma * batch_noise("normal", x.shape, dtype=x.dtype, device=x.device) if sigma else x
 
     def _forward(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         """(objective input, prediction logits): member logits ``[K, N, C]`` for ADP."""
