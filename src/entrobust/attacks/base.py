@@ -7,7 +7,12 @@ Subclasses implement only :meth:`Attack._search`. The base call (STYLE rule 4):
 * freezes parameters for the duration (``requires_grad`` off), so parameters and their
   ``.grad`` are untouched whatever the subclass does, and no weight gradients are wasted;
 * projects the result onto the ε-ball and clamps it to the box;
-* optionally reports per-example outcomes (:class:`AttackResult`).
+* optionally reports per-example outcomes (:class:`AttackResult`);
+* under autocast (``entrobust.accel.autocast(device, "bf16")``) runs only the model's forwards in
+  bf16: ``_search`` sees a model whose logits are upcast to float32, and everything else — the
+  loss, its gradient's sign or norm, the step, the projection, the returned ``x_adv`` — runs with
+  autocast switched off, in the input's dtype (float32). bf16 keeps 8 mantissa bits: a rounded
+  loss could flip sign(∇) or a "loss improved" test, and a rounded iterate could leave the ε-ball.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from entrobust.attacks.losses import fp32
 from entrobust.attacks.threat import ThreatModel
 from entrobust.errors import ConfigError
 
@@ -47,15 +53,17 @@ class AttackResult:
 
 
 def margin_of(logits: Tensor, y: Tensor) -> Tensor:
-    """Decision margin z_y − max_{i≠y} z_i per example (correct for all-negative logits)."""
+    """Decision margin z_y − max_{i≠y} z_i per example (correct for all-negative logits);
+    float32 for bf16 / fp16 logits."""
+    logits = fp32(logits)
     true = logits.gather(1, y[:, None]).squeeze(1)
     other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
     return true - other
 
 
 def entropy_of(logits: Tensor) -> Tensor:
-    """Shannon entropy (nats) of softmax(logits) per example."""
-    logp = F.log_softmax(logits, dim=1)
+    """Shannon entropy (nats) of softmax(logits) per example (float32 for bf16 / fp16 logits)."""
+    logp = F.log_softmax(fp32(logits), dim=1)
     return -(logp.exp() * logp).sum(dim=1)
 
 
@@ -74,6 +82,43 @@ def frozen(model: nn.Module, mode: ModelMode = "eval") -> Iterator[nn.Module]:
             p.requires_grad_(flag)
         for m, t in was_training.items():
             m.training = t
+
+
+class LowPrecisionForward(nn.Module):
+    """``model`` run under ``torch.autocast(device_type, dtype)``, its logits upcast to float32.
+
+    What an attack's search sees when it is called under autocast (see the module docstring): the
+    forward keeps the caller's reduced precision, the attack's own arithmetic does not.
+    """
+
+    def __init__(self, model: nn.Module, device_type: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model
+        self.device_type = device_type
+        self.dtype = dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+            out = self.model(x)
+        return fp32(out)
+
+
+@contextmanager
+def fp32_attack_math(model: nn.Module, x: Tensor) -> Iterator[nn.Module]:
+    """Yield the model an attack should query; inside, autocast is off for ``x``'s device.
+
+    Without autocast active on ``x``'s device this yields ``model`` itself and changes nothing.
+    Under autocast it yields :class:`LowPrecisionForward` (bf16 forwards, float32 logits) and
+    switches autocast off for the caller's own arithmetic. A model that is already such a wrapper
+    (an attack run inside another attack's search) is passed through.
+    """
+    device_type = x.device.type
+    if isinstance(model, LowPrecisionForward) or not torch.is_autocast_enabled(device_type):
+        yield model
+        return
+    net = LowPrecisionForward(model, device_type, torch.get_autocast_dtype(device_type))
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield net
 
 
 class Attack(ABC):
@@ -141,12 +186,12 @@ class Attack(ABC):
         x = x.detach()
         y = y.detach()
         first: Tensor | None = None
-        with frozen(model, self.model_mode):
+        with frozen(model, self.model_mode), fp32_attack_math(model, x) as net:
             if self.threat.is_zero() or x.shape[0] == 0:
                 x_adv = x.clone()
             else:
                 with torch.enable_grad():
-                    out = self._search(model, x, y, target)
+                    out = self._search(net, x, y, target)
                 if isinstance(out, tuple):
                     x_adv, first = out
                 else:
@@ -157,8 +202,8 @@ class Attack(ABC):
             if not return_info:
                 return x_adv
             with torch.no_grad():
-                logits = model(x_adv)
-        return self._result(x, y, target, x_adv, logits, first)
+                logits = fp32(net(x_adv))
+            return self._result(x, y, target, x_adv, logits, first)
 
     # --------------------------------------------------------- for subclasses
     @abstractmethod
@@ -209,7 +254,7 @@ class Attack(ABC):
             success=success,
             first_success=first.to(torch.long),
             margin=margin_of(logits, y),
-            loss=F.cross_entropy(logits, y, reduction="none"),
+            loss=F.cross_entropy(fp32(logits), y, reduction="none"),
             entropy=entropy_of(logits),
             distance=self.threat.distance(x_adv, x),
         )

@@ -30,6 +30,7 @@ from entrobust.attacks.losses import (
     LossFn,
     cw_loss,
     dlr_targeted_loss,
+    fp32,
     kl_loss,
     resolve_loss,
 )
@@ -87,6 +88,7 @@ def make_objective(
     ``dlr-t`` → targeted DLR (Croce & Hein 2020, eq. 7). ``kl`` is the TRADES inner loss
     KL(p(x) ‖ p(x′)) against the clean logits (Zhang et al. 2019, eq. 5) and is untargeted only.
     A callable ``f(logits, y) -> (N,)`` is used as is (negated on the target when targeted).
+    Every objective sees float32 logits: bf16 / fp16 ones (autocast) are upcast first.
     Note that targeted DLR, being a ratio, drives the point off the true class toward the target
     but need not end on the target (APGD-T counts success as misclassification).
 
@@ -151,12 +153,12 @@ def _wrap(fn: LossFn, targeted: bool) -> Objective:
 
         def targeted_objective(z: Tensor, y: Tensor, t: Tensor | None, clean: Tensor | None) -> Tensor:
             assert t is not None
-            return -fn(z, t)
+            return -fn(fp32(z), t)
 
         return targeted_objective
 
     def objective(z: Tensor, y: Tensor, t: Tensor | None, clean: Tensor | None) -> Tensor:
-        return fn(z, y)
+        return fn(fp32(z), y)
 
     return objective
 

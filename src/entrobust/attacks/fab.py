@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from entrobust.attacks.apgd import ranked_targets
 from entrobust.attacks.base import Attack, ModelMode
+from entrobust.attacks.losses import fp32
 from entrobust.attacks.registry import ATTACKS
 from entrobust.attacks.threat import ThreatModel, _view, flat_norm
 from entrobust.errors import ConfigError
@@ -219,7 +220,7 @@ def _logit_gaps(model: nn.Module, x1: Tensor, y: Tensor, target: Tensor | None) 
     n = x1.shape[0]
     point = x1.detach().requires_grad_(True)
     with torch.enable_grad():
-        logits = model(point)
+        logits = fp32(model(point))  # gaps f_s in float32 even for a bf16 forward
         if target is not None:
             gap = logits.gather(1, target[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
             grad = torch.autograd.grad(gap.sum(), point)[0]

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from entrobust.attacks.base import Attack, ModelMode, margin_of
 from entrobust.attacks.gradient import check_options, options_of
+from entrobust.attacks.losses import fp32
 from entrobust.attacks.registry import ATTACKS
 from entrobust.attacks.threat import ThreatModel, _view, flat_norm
 from entrobust.errors import ConfigError
@@ -100,7 +101,7 @@ def minimal_l2(
         for _ in range(steps):
             with torch.enable_grad():
                 x_new = lower + span * (torch.tanh(w) + 1) / 2
-                logits = model(x_new)
+                logits = fp32(model(x_new))
                 d2 = (x_new - x).flatten(1).pow(2).sum(1)
                 m = margin_of(logits, cls)
                 f = torch.clamp(-m if target is not None else m, min=-confidence)
@@ -216,7 +217,7 @@ def deepfool_minimal(
     x = x.detach()
     n = x.shape[0]
     with torch.no_grad():
-        logits0 = model(x)
+        logits0 = fp32(model(x))
     num_classes = logits0.shape[1]
     if num_classes < 2:
         raise ConfigError("deepfool needs at least 2 classes")
@@ -230,7 +231,7 @@ def deepfool_minimal(
             break
         xi = x_adv.clone().requires_grad_(True)
         with torch.enable_grad():
-            logits = model(xi)
+            logits = fp32(model(xi))  # f_k in float32 even for a bf16 forward
             f = logits.gather(1, ranked) - logits.gather(1, y[:, None])  # (N, k-1)
             grads = [
                 torch.autograd.grad(f[:, j].sum(), xi, retain_graph=j < f.shape[1] - 1)[0]

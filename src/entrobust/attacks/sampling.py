@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from entrobust.attacks.base import Attack, ModelMode
+from entrobust.attacks.base import Attack, LowPrecisionForward, ModelMode
 from entrobust.attacks.engine import LossSpec, better, make_objective, success_of
 from entrobust.attacks.gradient import check_options, options_of
 from entrobust.attacks.registry import ATTACKS, build_attack
@@ -295,7 +295,10 @@ class Transfer(Attack):
         return build_attack(self.attack, self.threat, **self.options)
 
     def _search(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-        return self.inner()(self.surrogate, x, y, target=target)
+        surrogate = self.surrogate
+        if isinstance(model, LowPrecisionForward):  # called under autocast: the surrogate too
+            surrogate = LowPrecisionForward(surrogate, model.device_type, model.dtype)
+        return self.inner()(surrogate, x, y, target=target)
 
 
 def _random_search(threat: ThreatModel, **kwargs: Any) -> Attack:

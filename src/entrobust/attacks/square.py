@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from entrobust.attacks.base import Attack, ModelMode, margin_of
+from entrobust.attacks.losses import fp32
 from entrobust.attacks.registry import ATTACKS
 from entrobust.attacks.threat import ThreatModel, _view, flat_norm
 from entrobust.errors import ConfigError
@@ -146,7 +147,7 @@ class Square(Attack):
 
     # ---------------------------------------------------------------- internals
     def _objective(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        logits = model(x)
+        logits = fp32(model(x))  # the accept / reject test compares float32 scores
         margin = margin_of(logits, y)
         if self.loss == "margin":
             return margin, margin
