@@ -4,6 +4,10 @@ Batches are built by indexing the whole tensor with an index tensor (no per-exam
 loop, no worker processes). The example order of epoch ``e`` and the augmentation of batch ``b``
 are pure functions of ``(seed, e)`` and ``(seed, e, rank, b)``, so a run resumed at any epoch —
 or any batch, with ``set_epoch(e, start_batch=b)`` — sees exactly the batches it would have seen.
+
+On CUDA, batches are gathered into page-locked (pinned) host buffers so the host-to-device copy
+is asynchronous, and can be handed over in channels-last (NHWC) memory format; neither changes a
+value, so the exact reproducibility holds with or without them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,13 @@ from entrobust.errors import ConfigError
 __all__ = ["BatchLoader", "derive_seed"]
 
 _ORDER, _AUGMENT = 0, 1
+
+
+def _gather_pinned(src: Tensor, idx: Tensor) -> Tensor:
+    """``src[idx]`` written into a fresh pinned buffer (PyTorch's caching host allocator reuses
+    these blocks once their asynchronous copies have finished, so this stays cheap)."""
+    out = torch.empty((idx.numel(), *src.shape[1:]), dtype=src.dtype, pin_memory=True)
+    return torch.index_select(src, 0, idx, out=out)
 
 
 def derive_seed(*keys: int) -> int:
@@ -46,6 +57,15 @@ class BatchLoader:
             ``torch.utils.data.DistributedSampler`` does: the order is padded by repeating its
             head (or truncated when ``drop_last``) to a multiple of ``num_replicas`` and rank
             ``r`` takes every ``num_replicas``-th index starting at ``r``.
+        pin_memory: gather each batch into pinned host memory so ``.to(device,
+            non_blocking=True)`` really overlaps with compute. ``None`` (default): on whenever
+            the data is on the CPU and ``device`` is CUDA. Pinning needs CUDA; for any other
+            target it is a no-op. (Indexing a pinned tensor returns pageable memory, so pinning
+            the whole split with :meth:`TensorData.pin_memory` would not make batches pinned:
+            the batch itself is gathered into a pinned buffer.)
+        channels_last: hand out float image batches in NHWC memory format (after augmentation),
+            matching a model prepared with ``accel.prepare_model(channels_last=True)``; the
+            values are unchanged.
 
     Call :meth:`set_epoch` before each epoch; without it every epoch repeats epoch 0's order.
     """
@@ -62,6 +82,8 @@ class BatchLoader:
         *,
         num_replicas: int = 1,
         rank: int = 0,
+        pin_memory: bool | None = None,
+        channels_last: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -82,6 +104,14 @@ class BatchLoader:
         self.rank = rank
         self.epoch = 0
         self.start_batch = 0
+        self.channels_last = bool(channels_last)
+        #: whether batches really are gathered into pinned memory (needs CUDA, CPU data, CUDA target)
+        self.pin_memory = (
+            pin_memory is not False
+            and self.device.type == "cuda"
+            and data.x.device.type == "cpu"
+            and torch.cuda.is_available()
+        )
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select epoch ``epoch``'s order; skip its first ``start_batch`` batches (mid-epoch resume)."""
@@ -126,16 +156,23 @@ class BatchLoader:
         bs, dev = self.batch_size, self.device
         for b in range(self.start_batch, len(self)):
             idx = order[b * bs : (b + 1) * bs].to(x_all.device)
-            xb = x_all[idx].to(dev, non_blocking=True)
+            if self.pin_memory:
+                xb, yb = _gather_pinned(x_all, idx), _gather_pinned(y_all, idx)
+            else:
+                xb, yb = x_all[idx], y_all[idx]
+            xb = xb.to(dev, non_blocking=True)
             xb = xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float()
-            yb = y_all[idx].to(dev, non_blocking=True)
+            yb = yb.to(dev, non_blocking=True)
             if self.augment is not None:
                 g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, _AUGMENT, self.rank, b))
                 xb = self.augment(xb, g)
+            if self.channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb
 
     def __repr__(self) -> str:
         return (
             f"BatchLoader({self.data.name!r}, n={len(self.data)}, batch_size={self.batch_size}, "
-            f"shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch}, augment={self.augment!r})"
+            f"shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch}, augment={self.augment!r}, "
+            f"pin_memory={self.pin_memory}, channels_last={self.channels_last})"
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -41,6 +41,7 @@ class TensorData:
     y: Tensor
     name: str
     num_classes: int | None = None
+    _pinned: TensorData | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         src = self.name or "dataset"
@@ -97,6 +98,22 @@ class TensorData:
         if self.x.dtype == torch.float32:
             return self
         return TensorData(self.x.float().div_(255.0), self.y, self.name, self.num_classes)
+
+    def pin_memory(self) -> TensorData:
+        """This split with ``x`` and ``y`` in page-locked (pinned) host memory, made once and cached.
+
+        Copies from pinned memory to a CUDA device with ``non_blocking=True`` are asynchronous
+        (they overlap with compute); from ordinary pageable memory they are not. Pinning needs
+        CUDA: without it (CPU-only or Apple MPS machines), or when the tensors are not on the CPU,
+        this returns ``self`` unchanged.
+        """
+        if self.x.device.type != "cpu" or not torch.cuda.is_available():
+            return self
+        if self.x.is_pinned() and self.y.is_pinned():
+            return self
+        if self._pinned is None:
+            self._pinned = TensorData(self.x.pin_memory(), self.y.pin_memory(), self.name, self.num_classes)
+        return self._pinned
 
     def class_counts(self) -> Tensor:
         """Number of examples of each class (length ``num_classes`` or ``max label + 1``)."""
