@@ -149,8 +149,10 @@ def init(device: str = "auto", backend: str | None = None, timeout_s: float = 18
 
 
 def shutdown() -> None:
-    """Leave the process group (no-op without one)."""
+    """Leave the process group (no-op without one), after every rank has arrived here."""
     if _active():
+        if world_size() > 1:
+            dist.barrier()  # a rank tearing down while a peer still talks aborts gloo
         dist.destroy_process_group()
 
 
@@ -214,12 +216,17 @@ def shard_indices(n: int) -> range:
     return range(rank(), n, world_size())
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a ``DistributedDataParallel`` (or ``torch.compile``) wrapper."""
+def unwrap(model: nn.Module, *, compiled: bool = True) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` wrapper and (unless ``compiled=False``)
+    inside a ``torch.compile`` wrapper.
+
+    Attacks run on ``unwrap(model, compiled=False)``: their input-gradient passes must not
+    trigger DDP's gradient all-reduce, but may use the compiled graph.
+    """
     while True:
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+        elif compiled and hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
             model = model._orig_mod
         else:
             return model

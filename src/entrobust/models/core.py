@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,8 +52,9 @@ class NormalizedModel(nn.Module):
         self.net = net
         self.spec: dict[str, object] = dict(spec or {})
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(self.normalize(x))
+    def forward(self, x: Tensor, **kwargs: Any) -> Tensor:
+        out: Tensor = self.net(self.normalize(x), **kwargs)
+        return out
 
 
 Builder = Callable[..., nn.Module]

@@ -59,16 +59,29 @@ class Ensemble(nn.Module):
         log_probs = torch.log_softmax(member_logits, dim=-1)
         return torch.logsumexp(log_probs, dim=0) - math.log(k)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.combine(self.member_logits(x))
+    def forward(self, x: Tensor, members: bool = False) -> Tensor:
+        """Ensemble logits ``[N, C]``; with ``members=True`` the member logits ``[K, N, C]`` (so a
+        ``DistributedDataParallel`` wrapper, which only sees ``forward``, can serve ADP)."""
+        member_logits = self.member_logits(x)
+        return member_logits if members else self.combine(member_logits)
 
 
 def ensemble_member_logits(model: nn.Module, x: Tensor) -> Tensor:
     """Member logits ``[K, N, C]`` of an :class:`Ensemble`, also when wrapped in a
     :class:`NormalizedModel` (then ``x`` in [0, 1] is normalized once, before the members).
 
-    Raises :class:`ConfigError` when ``model`` holds no ensemble (ADP needs one).
+    Raises :class:`ConfigError` when ``model`` holds no ensemble (ADP needs one). A data-parallel
+    wrapper is called through its ``forward`` so gradients are synchronised.
     """
+    from entrobust.distributed import unwrap
+
+    inner = unwrap(model)
+    if inner is not model and (
+        isinstance(inner, Ensemble)
+        or (isinstance(inner, NormalizedModel) and isinstance(inner.net, Ensemble))
+    ):
+        out: Tensor = model(x, members=True)
+        return out
     if isinstance(model, Ensemble):
         return model.member_logits(x)
     if isinstance(model, NormalizedModel) and isinstance(model.net, Ensemble):

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from entrobust.attacks.base import frozen
 from entrobust.attacks.engine import ProjectedGradient, make_objective
 from entrobust.attacks.threat import ThreatModel, flat_norm
-from entrobust.distributed import batch_noise
+from entrobust.distributed import batch_noise, unwrap
 from entrobust.errors import ConfigError
 from entrobust.registry import Registry
 
@@ -261,20 +261,21 @@ class ATENTSampler:
         gradient forward runs frozen in ``bn_mode``.
         """
         x = x.detach()
-        shared = train_forward and model.training == (self.bn_mode == "train")
+        net = unwrap(model, compiled=False)  # input-gradient passes bypass DDP's all-reduce
+        shared = train_forward and net.training == (self.bn_mode == "train")
         x_k = self.start(x)
-        grad = self._input_grad(model, x_k, y)
+        grad = self._input_grad(net, x_k, y)
         for k in range(1, self.steps + 1):
             last = k == self.steps
             x_k = self.step(x, x_k, grad, last).detach()
             if not shared:
                 if not last:
-                    grad = self._input_grad(model, x_k, y)
+                    grad = self._input_grad(net, x_k, y)
                 yield x_k, None
                 continue
             with torch.enable_grad():
                 x_k.requires_grad_(True)
-                logits = model(x_k)
+                logits = model(x_k).float()
                 if not last:
                     score = self.objective(logits, y, None, None)
                     (grad,) = torch.autograd.grad(score.sum(), x_k, retain_graph=True)

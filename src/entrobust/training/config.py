@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from entrobust.accel import AccelConfig
 from entrobust.errors import ConfigError, EntrobustError
 
 if sys.version_info >= (3, 11):
@@ -287,6 +288,12 @@ class TrainConfig:
     tests). ``finetune_from`` starts from a checkpoint's weights (ATENT App. B.3 fine-tuning).
     ``threads`` sets torch's CPU threads (``None`` leaves them). ``preset`` records which preset
     produced the config (informational).
+
+    Under ``torchrun`` (data parallelism, :mod:`entrobust.distributed`) ``batch_size`` is the
+    **global** batch, split evenly over the ranks, so a recipe means the same at any world size.
+    ``sync_batchnorm`` converts BatchNorm layers to ``SyncBatchNorm`` (CUDA only) so batch
+    statistics span the global batch. ``accel`` holds the speed knobs (bf16 autocast,
+    channels-last, ``torch.compile``; :class:`~entrobust.accel.AccelConfig`).
     """
 
     dataset: str = "mnist5k"
@@ -307,6 +314,8 @@ class TrainConfig:
     max_train_examples: int | None = None
     finetune_from: str | None = None
     checkpoint_every: int = 1
+    accel: AccelConfig = field(default_factory=AccelConfig)
+    sync_batchnorm: bool = False
     preset: str | None = None
 
     def __post_init__(self) -> None:

@@ -16,16 +16,19 @@ on its adversarial version (the "adversarial model" of the Min-Max paper, §3.3 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import types
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 import torch
 from torch import Tensor, nn
 
-from entrobust.distributed import batch_noise
+from entrobust.distributed import batch_noise, unwrap
 from entrobust.errors import ConfigError, UnknownNameError
 from entrobust.training.adversaries import (
     ADVERSARIES,
@@ -393,6 +396,13 @@ class MethodConfig:
 
 
 # --------------------------------------------------------------------------- the method
+def _backward_fp32(t: Tensor) -> None:
+    """``t.backward()`` with autocast switched off (backward passes under autocast are not
+    recommended by the PyTorch AMP docs; the memory-light ATENT path interleaves them)."""
+    with torch.autocast(t.device.type, enabled=False):
+        t.backward()
+
+
 class Method:
     """The per-batch training loss of a :class:`MethodConfig` (the contract of TRAINING_API.md).
 
@@ -401,6 +411,9 @@ class Method:
     restores the mode. Objectives are evaluated on separate clean and adversarial forwards (no
     concatenation, so BatchNorm statistics are never mixed across the two batches).
     """
+
+    #: context for the forward passes (``accel.autocast_factory`` for bf16; set by the trainer)
+    autocast: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
 
     def __init__(self, config: MethodConfig | dict[str, Any]) -> None:
         if isinstance(config, dict):
@@ -430,14 +443,14 @@ class Method:
         """The adversary's examples for ``(x, y)`` (ATENT: the last sample); ``None`` without one."""
         if self.adversary is None:
             return None
-        return self.adversary(model, x, y)
+        return self.adversary(unwrap(model, compiled=False), x, y)
 
     def regularization(self, model: nn.Module) -> Tensor | None:
         """The parameter regularizer's value (``None`` for kind ``none``)."""
         r = self.config.regularizer
         if r.kind == "none":
             return None
-        return self.regularizer(model, r.lam, r.mu, r.scope)
+        return self.regularizer(unwrap(model, compiled=False), r.lam, r.mu, r.scope)
 
     def _noisy(self, x: Tensor) -> Tensor:
         sigma = self.config.objective.noise_sigma
@@ -448,9 +461,9 @@ class Method:
         if self.spec.inputs == "members":
             from entrobust.models.ensemble import Ensemble, ensemble_member_logits
 
-            members = ensemble_member_logits(model, x)
+            members = ensemble_member_logits(model, x).float()
             return members, Ensemble.combine(members)
-        out = model(x)
+        out = model(x).float()  # objectives in float32 also under bf16 autocast
         return out, out
 
     def _objective(self, *inputs: Tensor, y: Tensor) -> Tensor:
@@ -472,7 +485,7 @@ class Method:
             return self._atent(model, x, y, light=False)
         stats: dict[str, float] = {}
         x_adv = (
-            self.adversary(model, x, y)
+            self.adversarial_examples(model, x, y)
             if self.adversary is not None and self.is_adversarial_step(step)
             else None
         )
@@ -511,9 +524,11 @@ class Method:
         each sample's weighted loss as it goes (same gradient, memory of one sample).
         """
         if self.spec.inputs == "samples" and self.config.memory_light:
-            _, stats = self._atent(model, x, y, light=True)
+            with self.autocast():
+                _, stats = self._atent(model, x, y, light=True)
             return stats["loss"], stats
-        loss, stats = self.loss(model, x, y, step)
+        with self.autocast():
+            loss, stats = self.loss(model, x, y, step)
         loss.backward()
         return stats["loss"], stats
 
@@ -537,11 +552,11 @@ class Method:
             if k < burn_in:
                 continue
             if logits is None:
-                logits = model(x_k)
+                logits = model(x_k).float()
             last = logits.detach()
             if light:
                 term = weights[k - burn_in] * BASES[base](logits, y, reduction="mean", **params)
-                term.backward()
+                _backward_fp32(term)
                 total = total + term.detach()
             else:
                 logits_kept.append(logits)
@@ -553,7 +568,7 @@ class Method:
         reg = self.regularization(model)
         if reg is not None:
             if light:
-                reg.backward()
+                _backward_fp32(reg)
                 reg = reg.detach()
             total = total + reg
             stats["reg"] = float(reg.detach())

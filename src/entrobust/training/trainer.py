@@ -46,6 +46,9 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from entrobust import distributed
+from entrobust.accel import autocast, autocast_factory
+from entrobust.distributed import DistInfo
 from entrobust.errors import CheckpointError, ConfigError
 from entrobust.io import atomic_path, atomic_write_json, atomic_write_text
 from entrobust.training.config import TrainConfig
@@ -58,7 +61,9 @@ STATE_VERSION = 1
 STATE_FILE = "trainer_state.pt"
 
 #: config keys that may differ between an interrupted run and its resumption
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "threads", "data_root", "checkpoint_every"})
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "device", "threads", "data_root", "checkpoint_every", "accel", "sync_batchnorm"}
+)
 
 
 # ----------------------------------------------------------------------------------- callbacks
@@ -209,6 +214,19 @@ def _mean(stats: dict[str, list[tuple[float, int]]]) -> dict[str, float]:
     return out
 
 
+def _gather_stats(stats: dict[str, list[tuple[float, int]]]) -> dict[str, list[tuple[float, int]]]:
+    """Per-rank (value, count) pairs → one pair per key holding the sums over every rank, so
+    :func:`_mean` gives the example-weighted mean over the global batches."""
+    keys = sorted(stats)
+    sums = [sum(v * w for v, w in stats[k]) for k in keys] + [sum(w for _, w in stats[k]) for k in keys]
+    totals = distributed.reduce_sums(sums)
+    n = len(keys)
+    return {
+        k: [(totals[i] / totals[n + i], int(totals[n + i]))] if totals[n + i] else []
+        for i, k in enumerate(keys)
+    }
+
+
 class _Replay:
     """An adversary that returns pre-computed adversarial examples (AWP reuses them)."""
 
@@ -279,6 +297,8 @@ class Trainer:
         self._train_data = train_data
         self._val_data = val_data
         self.model: nn.Module | None = None
+        self.train_model: nn.Module | None = None
+        self.dist = DistInfo()
         self.method: Any = None
         self.optimizer: Optimizer | None = None
         self.awp: AWP | None = None
@@ -297,14 +317,22 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         """Seed, build data, model, method, optimizer and AWP (called by :meth:`fit`)."""
+        from entrobust import distributed
         from entrobust.data import BatchLoader, augmentation_for, load_dataset
         from entrobust.runtime import seed_everything, select_device, set_threads
         from entrobust.training.method import Method
 
         cfg = self.config
         set_threads(cfg.threads)
-        seed_everything(cfg.seed)
-        self.device = select_device(cfg.device)
+        self.dist = distributed.init(cfg.device)  # joins torchrun's process group; else a world of 1
+        world, rank = self.dist.world_size, self.dist.rank
+        if cfg.batch_size % world:
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} is the global batch and must divide evenly over "
+                f"{world} ranks; use a multiple of {world}"
+            )
+        seed_everything(cfg.seed)  # the same seed on every rank: see entrobust.distributed
+        self.device = distributed.local_device(cfg.device) if world > 1 else select_device(cfg.device)
         v = cfg.validation
         if self._train_data is None:
             self._train_data = load_dataset(
@@ -321,14 +349,46 @@ class Trainer:
         if len(self._train_data) == 0:
             raise ConfigError(f"dataset {cfg.dataset!r} has no training examples")
         self.model = self._build_model().to(self.device)
+        self.train_model = self._parallel_model(self.model)
         self.method = Method(cfg.method)
+        self.method.autocast = autocast_factory(self.device, cfg.accel.amp)
         self._phase = cfg.optimizer.phase_at(0)
         self.optimizer = cfg.optimizer.build(self.model.parameters(), self._phase)
         self.awp = AWP(cfg.awp.gamma, warmup=cfg.awp.warmup, proxy_lr=cfg.awp.proxy_lr) if cfg.awp else None
         augment = augmentation_for(cfg.dataset) if cfg.augment else None
         self.loader = BatchLoader(
-            self._train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment, device=self.device
+            self._train_data,
+            cfg.batch_size // world,
+            shuffle=True,
+            seed=cfg.seed,
+            augment=augment,
+            device=self.device,
+            num_replicas=world,
+            rank=rank,
         )
+
+    def _parallel_model(self, model: nn.Module) -> nn.Module:
+        """The module the training loss runs through: channels-last / compiled as configured,
+        wrapped in ``DistributedDataParallel`` when there are several ranks. ``self.model`` stays
+        the plain module (checkpoints, validation, AWP, attacks)."""
+        from entrobust.accel import prepare_model
+
+        cfg, world = self.config, self.dist.world_size
+        if cfg.sync_batchnorm and world > 1:
+            if self.device.type != "cuda":
+                raise ConfigError(
+                    "sync_batchnorm needs CUDA (torch's SyncBatchNorm has no CPU kernel); "
+                    "on CPU each rank normalizes with its own shard's statistics"
+                )
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.model = model
+        run = prepare_model(model, cfg.accel)
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            run = DistributedDataParallel(run, device_ids=ids)
+        return run
 
     def _build_model(self) -> nn.Module:
         cfg = self.config
@@ -367,8 +427,10 @@ class Trainer:
                 f"{self.out_dir} already holds a training run; pass resume=True (--resume) to continue it "
                 "or choose another output directory"
             )
+        main = self.dist.is_main
+        callbacks = self.callbacks if main else []  # rank 0 logs, records and writes
         self._write_config()
-        for cb in self.callbacks:
+        for cb in callbacks:
             cb.on_train_start(self)
         while self.epoch < cfg.epochs and not self.stopped_early:
             metrics = self.run_epoch(self.epoch)
@@ -376,20 +438,21 @@ class Trainer:
             self.history.append(metrics)
             improved = self._track_best(metrics)
             self._checkpoint(metrics, improved)
-            if self.log is not None:
+            if self.log is not None and main:
                 self.log(self._format(metrics))
-            for cb in self.callbacks:
+            for cb in callbacks:
                 cb.on_epoch_end(dict(metrics))
         result = self._result()
-        for cb in self.callbacks:
+        for cb in callbacks:
             cb.on_train_end(result)
         return result
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         """Train one (0-based) epoch and validate; return its metrics row."""
         cfg = self.config
-        assert self.model is not None and self.optimizer is not None
-        model, awp = self.model, self.awp
+        assert self.model is not None and self.optimizer is not None and self.train_model is not None
+        model, awp, run_model = self.model, self.awp, self.train_model
+        world, rank = self.dist.world_size, self.dist.rank
         phase = cfg.optimizer.phase_at(epoch)
         if phase != self._phase:
             self.optimizer = cfg.optimizer.build(model.parameters(), phase)
@@ -405,7 +468,7 @@ class Trainer:
         awp_on = awp is not None and awp.active(epoch)
         inner_restore = calls > 1  # multi-closure optimizers: AWP around each gradient
         stats: dict[str, list[tuple[float, int]]] = {}
-        model.train()
+        run_model.train()
         start = time.perf_counter()
 
         n_batches = len(self.loader)
@@ -416,11 +479,12 @@ class Trainer:
             step = self.step
             self.step += 1
             use = self._method_at(epoch + (step - first_step + 1) / n_batches)
-            if awp_on:
-                assert awp is not None
-                use = self._with_awp(use, model, awp, x, y, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss, batch_stats = use.backward(model, x, y, step)
+            with distributed.batch_shard(world, rank):  # noise of the global batch, this rank's rows
+                if awp_on:
+                    assert awp is not None
+                    use = self._with_awp(use, model, awp, x, y, step)
+                optimizer.zero_grad(set_to_none=True)
+                loss, batch_stats = use.backward(run_model, x, y, step)
             if awp_on and inner_restore:
                 assert awp is not None
                 awp.restore(model)
@@ -431,7 +495,7 @@ class Trainer:
             return torch.tensor(float(loss))
 
         bar = None
-        if self.progress:
+        if self.progress and self.dist.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr)
@@ -450,7 +514,7 @@ class Trainer:
             if awp is not None and awp.perturbed:
                 awp.restore(model)
         train_time = time.perf_counter() - start
-        means = _mean(stats)
+        means = _mean(_gather_stats(stats))
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -489,6 +553,7 @@ class Trainer:
                 changes["gamma"] = adv.gamma / factor  # radius 1/γ shrinks with ε
             mcfg = dataclasses.replace(self.config.method, adversary=dataclasses.replace(adv, **changes))
             cached = self._ramped[factor] = Method(mcfg)
+            cached.autocast = self.method.autocast
         return cached
 
     @staticmethod
@@ -512,7 +577,8 @@ class Trainer:
         chosen = method
 
         def loss_fn(proxy: nn.Module) -> Tensor:
-            loss, _ = chosen.loss(proxy, x, y, step)
+            with chosen.autocast():
+                loss, _ = chosen.loss(proxy, x, y, step)
             return loss
 
         awp.perturb(model, loss_fn)
@@ -536,19 +602,26 @@ class Trainer:
         model.eval()
         clean = robust = attacked = 0
         limit = v.robust_examples if v.robust_examples is not None else len(data)
+        world, rank = self.dist.world_size, self.dist.rank
         start = time.perf_counter()
         try:
-            for x, y in BatchLoader(data, v.batch_size, device=self.device):
-                with torch.no_grad():
-                    clean += int((model(x).argmax(1) == y).sum())
-                take = min(limit - attacked, int(y.shape[0]))
-                if take > 0:
-                    xa = attack(model, x[:take], y[:take])
+            # batches round-robin over ranks; a seeded attack gives each example the same result
+            # in any batch, so the counts equal a single process's
+            for b, (x, y) in enumerate(BatchLoader(data, v.batch_size, device=self.device)):
+                take = min(max(0, limit - b * v.batch_size), int(y.shape[0]))
+                if b % world != rank:
+                    continue
+                with autocast(self.device, cfg.accel.amp):
                     with torch.no_grad():
-                        robust += int((model(xa).argmax(1) == y[:take]).sum())
-                    attacked += take
+                        clean += int((model(x).argmax(1) == y).sum())
+                    if take > 0:
+                        xa = attack(model, x[:take], y[:take])
+                        with torch.no_grad():
+                            robust += int((model(xa).argmax(1) == y[:take]).sum())
+                        attacked += take
         finally:
             model.train(was_training)
+        clean, robust, attacked = (round(c) for c in distributed.reduce_sums([clean, robust, attacked]))
         out: dict[str, Any] = {"val_clean_acc": clean / len(data)}
         if attacked:
             out["val_robust_acc"] = robust / attacked
@@ -613,6 +686,12 @@ class Trainer:
     def _checkpoint(self, metrics: dict[str, Any], improved: bool) -> None:
         if self.out_dir is None:
             return
+        if self.dist.is_main:
+            self._write_checkpoint(metrics, improved)
+        distributed.barrier()  # no rank reads a checkpoint before rank 0 has written it
+
+    def _write_checkpoint(self, metrics: dict[str, Any], improved: bool) -> None:
+        assert self.out_dir is not None
         from entrobust.checkpoint import save_checkpoint
 
         assert self.model is not None
@@ -629,7 +708,7 @@ class Trainer:
         atomic_write_json(self.out_dir / "history.json", self.history)
 
     def _write_config(self) -> None:
-        if self.out_dir is None:
+        if self.out_dir is None or not self.dist.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out_dir / "config.json", self.config.to_dict())

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from entrobust.distributed import average_gradients
 from entrobust.errors import ConfigError
 
 __all__ = ["AWP"]
@@ -97,6 +98,9 @@ class AWP:
             if not isinstance(loss, Tensor) or loss.dim() != 0:
                 raise ConfigError("AWP loss_fn must return a scalar tensor")
             (-loss).backward()
+        # data parallel: every rank ascends the mean gradient of the global batch, so the
+        # perturbation — and the weights — stay identical across ranks
+        average_gradients(proxy.parameters())
         directions: dict[str, Tensor] = {}
         with torch.no_grad():
             proxy_params = dict(proxy.named_parameters())
