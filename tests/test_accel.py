@@ -62,6 +62,7 @@ class RecordingConv(nn.Module):
 def recording_model(seed: int) -> RecordingConv:
     torch.manual_seed(seed)
     model = RecordingConv()
+    assert model.bn.running_mean is not None and model.bn.running_var is not None
     model.bn.running_mean.uniform_(-0.2, 0.2)
     model.bn.running_var.uniform_(0.5, 1.5)
     return model.eval()
@@ -309,7 +310,8 @@ def test_compile_eager_backend_matches_original() -> None:
 
 def test_compile_with_unknown_backend_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no-such-backend"):
-        accel.prepare_model(nn.Linear(2, 2), accel.AccelConfig(compile=True, compile_backend="no-such-backend"))
+        config = accel.AccelConfig(compile=True, compile_backend="no-such-backend")
+        accel.prepare_model(nn.Linear(2, 2), config)
 
 
 def test_to_device_on_cpu_keeps_values_and_format() -> None:
