@@ -17,16 +17,29 @@ Determinism and resume: the examples a step attacks are a pure function of earli
 are split into fixed batches, and each (ε, row, batch) chunk runs with a seed derived from
 (seed, ε, row label, batch index) — both the attack's own ``seed`` and torch's global RNG. An
 interrupted run resumed from ``state_path`` therefore reproduces a straight run exactly.
+
+Sharding (SPEC §7): under an initialised ``torch.distributed`` process group (``torchrun``) the
+clean pass splits its batches round-robin over the W ranks, and each step runs its chunks in
+*rounds* of W — rank r attacks chunk ``lo + r`` of the round, then every rank gathers the round's
+CPU results (:func:`entrobust.evaluation.sharding.sharded_map`) and applies them in chunk order.
+A chunk's numbers depend only on its examples and its seed, never on the rank that ran it, so every
+rank ends with the same :class:`EvalResult`, equal record for record to one process's (on the same
+kind of device). Only rank 0 shows progress and writes the resume state (after every round; the
+other ranks receive what rank 0 read by broadcast, so no shared filesystem is needed), and a run
+interrupted with W ranks resumes with any number of ranks. ``seconds`` of a step is the sum over
+ranks of the time spent in its chunks (compute time, not wall time).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
 import re
 import sys
 import time
+import warnings
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,10 +51,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import entrobust
+from entrobust import accel, distributed
 from entrobust.attacks.base import Attack, entropy_of, frozen, margin_of
 from entrobust.attacks.threat import NORMS, ThreatModel
 from entrobust.errors import ConfigError, DataError
 from entrobust.evaluation.result import CLEAN_FIELDS, STEP_FIELDS, EvalResult, Step, format_eps
+from entrobust.evaluation.sharding import on_main, sharded_map
 from entrobust.evaluation.state import EvalState
 from entrobust.evaluation.suites import Suite, SuiteEntry, get_suite
 
@@ -199,23 +214,32 @@ def _empty_records(s: int, n: int) -> dict[str, Tensor]:
     }
 
 
-@torch.no_grad()
-def _clean_pass(model: nn.Module, x: Tensor, y: Tensor, bs: int, device: torch.device) -> dict[str, Tensor]:
-    out = {k: [] for k in CLEAN_FIELDS}  # type: dict[str, list[Tensor]]
-    with frozen(model, "eval"):
-        for i in range(0, x.shape[0], bs):
-            xb, yb = x[i : i + bs].to(device), y[i : i + bs].to(device)
-            logits = model(xb).float()
-            out["clean_correct"].append(logits.argmax(1).eq(yb).cpu())
-            out["clean_margin"].append(margin_of(logits, yb).cpu())
-            out["clean_loss"].append(F.cross_entropy(logits, yb, reduction="none").cpu())
-            out["clean_entropy"].append(entropy_of(logits).cpu())
+def _clean_pass(
+    model: nn.Module, x: Tensor, y: Tensor, bs: int, device: torch.device, amp: str = "off"
+) -> dict[str, Tensor]:
+    """Clean predictions batch by batch (batches round-robin over ranks, gathered in order)."""
+
+    @torch.no_grad()
+    def one(i: int) -> dict[str, Tensor]:
+        xb, yb = x[i * bs : (i + 1) * bs].to(device), y[i * bs : (i + 1) * bs].to(device)
+        with accel.autocast(device, amp):
+            logits = model(xb)
+        logits = logits.float()
+        return {
+            "clean_correct": logits.argmax(1).eq(yb).cpu(),
+            "clean_margin": margin_of(logits, yb).cpu(),
+            "clean_loss": F.cross_entropy(logits, yb, reduction="none").cpu(),
+            "clean_entropy": entropy_of(logits).cpu(),
+        }
+
     if x.shape[0] == 0:
         return {
             "clean_correct": torch.zeros(0, dtype=torch.bool),
             **{k: torch.zeros(0) for k in CLEAN_FIELDS[1:]},
         }
-    return {k: torch.cat(v) for k, v in out.items()}
+    with frozen(model, "eval"):
+        parts = sharded_map(one, range(-(-x.shape[0] // bs)))
+    return {k: torch.cat([p[k] for p in parts]) for k in CLEAN_FIELDS}
 
 
 def _targets(clean_correct: Tensor, broken: Tensor, step: int, mode: Mode) -> Tensor:
@@ -253,6 +277,8 @@ def evaluate(
     keep_examples: bool = True,
     mode: Mode = "cascade",
     dataset: str | None = None,
+    amp: str = "off",
+    fp32_check: int = 0,
 ) -> EvalResult:
     """Evaluate ``model`` on ``data`` under ``suite`` at every ``eps``; see the module docstring.
 
@@ -276,6 +302,14 @@ def evaluate(
         mode: ``"cascade"`` (default) or ``"independent"`` (every row on every correct example).
         dataset: dataset name for suite variants and default ε (default: from ``data`` or the
             checkpoint).
+        amp: ``"off"`` (float32) or ``"bf16"``: the clean pass and every attack run under
+            :func:`entrobust.accel.autocast`; records are computed from ``logits.float()``.
+        fp32_check: with ``amp="bf16"``, re-run a seeded sample of up to this many attacked
+            examples in float32 and record how many outcomes differ in
+            ``result.meta["fp32_check"]`` (a warning is issued when any do); see ``_fp32_check``.
+
+    Under ``torch.distributed`` (e.g. ``torchrun``) the work is sharded over the ranks and every
+    rank returns the same result, equal to a single process's; see the module docstring.
 
     Returns:
         :class:`EvalResult`. Raises :class:`ConfigError` for bad arguments, an unknown suite or a
@@ -287,7 +321,12 @@ def evaluate(
         raise ConfigError(f"mode must be 'cascade' or 'independent', got {mode!r}")
     if seed < 0:
         raise ConfigError(f"seed must be >= 0, got {seed}")
+    accel.check_amp(amp)
+    if fp32_check < 0:
+        raise ConfigError(f"fp32_check must be >= 0, got {fp32_check}")
     net, ckpt_dataset = _as_model(model)
+    if isinstance(net, nn.parallel.DistributedDataParallel):
+        net = net.module  # ranks run different chunks: DDP's per-forward collectives would hang
     x_all, y_all, data_name = _as_data(data)
     dataset = dataset or ckpt_dataset or data_name
     the_suite = get_suite(suite, dataset)
@@ -321,7 +360,10 @@ def evaluate(
         "seed": seed,
         "keep_examples": keep_examples,
     }
+    if amp != "off":
+        fp["amp"] = amp  # absent for float32, so states written before amp existed still resume
     state = EvalState(state_path, fp) if state_path is not None else None
+    main = distributed.is_main()
 
     records = _empty_records(len(steps), n)
     broken = torch.full((n,), -1, dtype=torch.long)
@@ -331,24 +373,25 @@ def evaluate(
     start_step, start_chunk = 0, 0
 
     if state is not None:
-        state.open()
-        loaded = state.load()
+        # rank 0 owns the state directory; the others get what it read (no shared filesystem needed)
+        loaded = on_main(lambda: _load_state(state, adv_x))
         if loaded is not None:
-            tensors, prog = loaded
+            tensors, prog, adv_loaded = loaded
             clean = {k: tensors[k] for k in CLEAN_FIELDS}
             records = {k: tensors[f"step_{k}"] for k in STEP_FIELDS}
             broken = tensors["broken_step"]
             seconds = [float(s) for s in prog["seconds"]]
             start_step, start_chunk = int(prog["step"]), int(prog["chunk"])
-            if adv_x is not None:
-                _restore_adv(state, adv_x, broken, start_step, start_chunk)
+            if adv_x is not None and adv_loaded is not None:
+                adv_x = adv_loaded
 
     if clean is None:
-        clean = _clean_pass(net, x, y, batch_size, dev)
-        if state is not None:
+        clean = _clean_pass(net, x, y, batch_size, dev, amp)
+        if state is not None and main:
             _commit(state, clean, records, broken, seconds, 0, 0)
 
-    bar = _bar(len(steps), start_step, progress)
+    world = distributed.world_size()
+    bar = _bar(len(steps), start_step, progress and main)
     try:
         for step in steps[start_step:]:
             entry = the_suite.entries[step.entry_index]
@@ -358,36 +401,30 @@ def evaluate(
             attack = _build_attack(entry, step.eps, step.norm) if first < len(chunks) else None
             if bar is not None:
                 bar.set_description(f"{step.label} eps={format_eps(step.eps)}")
-            for b in range(first, len(chunks)):
+
+            # rounds of W chunks: rank r runs chunk lo + r, every rank applies all W in chunk order
+            for lo in range(first, len(chunks), world):
+                hi = min(lo + world, len(chunks))
                 assert attack is not None
-                pos = chunks[b]
-                t0 = time.perf_counter()
-                xb = x[pos].to(dev)
-                res = _run_chunk(attack, net, xb, y[pos].to(dev), chunk_seed(seed, step.eps, step.label, b))
-                dist = _check_threat(res.x_adv, xb, step.eps, step.norm, step.label).cpu()
-                succ = res.success.cpu().bool()
-                rec = records
-                rec["ran"][step.index, pos] = True
-                rec["success"][step.index, pos] = succ
-                rec["first_success"][step.index, pos] = res.first_success.cpu().long()
-                rec["margin"][step.index, pos] = res.margin.detach().cpu().float()
-                rec["loss"][step.index, pos] = res.loss.detach().cpu().float()
-                rec["entropy"][step.index, pos] = res.entropy.detach().cpu().float()
-                rec["distance"][step.index, pos] = dist.float()
-                newly = succ & (broken[pos] < 0)
-                broken[pos[newly]] = step.index
-                seconds[step.index] += time.perf_counter() - t0
-                if adv_x is not None:
-                    adv_x[pos[newly]] = res.x_adv[newly.to(res.x_adv.device)].detach().cpu().to(adv_x.dtype)
-                if state is not None:
+                job = functools.partial(
+                    _compute_chunk, attack, net, x, y, chunks, broken, step, seed, dev, amp, keep_examples
+                )
+                outs = sharded_map(job, range(lo, hi))
+                for b, out in zip(range(lo, hi), outs, strict=True):
+                    pos = chunks[b]
+                    newly = _apply_chunk(records, broken, step.index, pos, out)
+                    seconds[step.index] += out["seconds"]
                     if adv_x is not None and bool(newly.any()):
-                        state.write_adv(step.index, b, pos[newly], adv_x[pos[newly]])
-                    nxt = (step.index, b + 1) if b + 1 < len(chunks) else (step.index + 1, 0)
+                        adv_x[pos[newly]] = out["adv"].to(adv_x.dtype)
+                        if state is not None and main:
+                            state.write_adv(step.index, b, pos[newly], adv_x[pos[newly]])
+                if state is not None and main:
+                    nxt = (step.index, hi) if hi < len(chunks) else (step.index + 1, 0)
                     _commit(state, clean, records, broken, seconds, *nxt)
                 if bar is not None:
                     acc = _cum_acc(clean["clean_correct"], broken, step.index)
-                    bar.set_postfix_str(f"batch {b + 1}/{len(chunks)} robust {100 * acc:.1f}%")
-            if state is not None and not chunks:
+                    bar.set_postfix_str(f"batch {hi}/{len(chunks)} robust {100 * acc:.1f}%")
+            if state is not None and main and not chunks:
                 _commit(state, clean, records, broken, seconds, step.index + 1, 0)
             start_chunk = 0
             if bar is not None:
@@ -395,6 +432,31 @@ def evaluate(
     finally:
         if bar is not None:
             bar.close()
+
+    meta: dict[str, Any] = {
+        "dataset": dataset,
+        "batch_size": batch_size,
+        "seed": seed,
+        "max_examples": max_examples,
+        "device": str(dev),
+        "model_sha256": fp["model"],
+        "entrobust_version": entrobust.__version__,
+        "torch_version": torch.__version__,
+        "world_size": world,
+        "amp": amp,
+    }
+    if amp != "off" and fp32_check > 0:
+        report = _fp32_check(
+            net, x, y, the_suite, steps, clean, broken, records, mode, batch_size, seed, dev, fp32_check
+        )
+        meta["fp32_check"] = report
+        if report["disagree"]:
+            warnings.warn(
+                f"bf16 and float32 disagree on {report['disagree']} of {report['checked']} re-checked "
+                "attack outcomes (result.meta['fp32_check']); report float32 numbers (amp='off') "
+                "if the difference matters",
+                stacklevel=2,
+            )
 
     return EvalResult(
         suite=the_suite.describe(),
@@ -410,17 +472,133 @@ def evaluate(
         broken_step=broken,
         adv_x=adv_x,
         seconds=seconds,
-        meta={
-            "dataset": dataset,
-            "batch_size": batch_size,
-            "seed": seed,
-            "max_examples": max_examples,
-            "device": str(dev),
-            "model_sha256": fp["model"],
-            "entrobust_version": entrobust.__version__,
-            "torch_version": torch.__version__,
-        },
+        meta=meta,
     )
+
+
+def _load_state(
+    state: EvalState, adv_x: Tensor | None
+) -> tuple[dict[str, Tensor], dict[str, Any], Tensor | None] | None:
+    """Open ``state`` (creating it or checking its fingerprint) and read the last commit."""
+    state.open()
+    loaded = state.load()
+    if loaded is None:
+        return None
+    tensors, prog = loaded
+    adv = None
+    if adv_x is not None:
+        adv = torch.zeros_like(adv_x)
+        _restore_adv(state, adv, tensors["broken_step"], int(prog["step"]), int(prog["chunk"]))
+    return tensors, prog, adv
+
+
+def _compute_chunk(
+    attack: Attack,
+    net: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    chunks: Sequence[Tensor],
+    broken: Tensor,
+    step: Step,
+    seed: int,
+    dev: torch.device,
+    amp: str,
+    keep_examples: bool,
+    b: int,
+) -> dict[str, Any]:
+    """Attack chunk ``b`` of ``step``; CPU results, the same whichever rank computes them."""
+    pos = chunks[b]
+    t0 = time.perf_counter()
+    xb = x[pos].to(dev)
+    with accel.autocast(dev, amp):
+        res = _run_chunk(attack, net, xb, y[pos].to(dev), chunk_seed(seed, step.eps, step.label, b))
+    dist = _check_threat(res.x_adv, xb, step.eps, step.norm, step.label).cpu()
+    succ = res.success.cpu().bool()
+    newly = succ & (broken[pos] < 0)  # chunks of a step are disjoint: the same when applied
+    return {
+        "success": succ,
+        "first_success": res.first_success.cpu().long(),
+        "margin": res.margin.detach().float().cpu(),
+        "loss": res.loss.detach().float().cpu(),
+        "entropy": res.entropy.detach().float().cpu(),
+        "distance": dist.float(),
+        "adv": res.x_adv[newly.to(res.x_adv.device)].detach().float().cpu() if keep_examples else None,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _apply_chunk(
+    records: dict[str, Tensor], broken: Tensor, s: int, pos: Tensor, out: dict[str, Any]
+) -> Tensor:
+    """Write one chunk's results into the records; return the mask of examples it broke first."""
+    records["ran"][s, pos] = True
+    for k in ("success", "first_success", "margin", "loss", "entropy", "distance"):
+        records[k][s, pos] = out[k]
+    newly = out["success"] & (broken[pos] < 0)
+    broken[pos[newly]] = s
+    return newly
+
+
+def _fp32_check(
+    net: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    suite: Suite,
+    steps: Sequence[Step],
+    clean: dict[str, Tensor],
+    broken: Tensor,
+    records: dict[str, Tensor],
+    mode: Mode,
+    batch_size: int,
+    seed: int,
+    dev: torch.device,
+    budget: int,
+) -> dict[str, Any]:
+    """Re-run a seeded sample of bf16 chunks in float32; count attack outcomes that differ.
+
+    Whole chunks are re-run, with the composition and seed they had in the bf16 run (rebuilt from
+    the final ``broken_step`` exactly as a resume does), because a seeded attack's per-example
+    noise can depend on the example's place in the batch (APGD, Square, random starts): only the
+    same chunk gives a like-for-like comparison. Chunks are drawn in a seeded random order until
+    ``budget`` examples are covered; the last one is compared on its first examples only. The
+    re-runs are sharded over ranks like the evaluation itself.
+    """
+    jobs: list[tuple[Step, int, Tensor]] = []
+    for step in steps:
+        targets = _targets(clean["clean_correct"], broken, step.index, mode)
+        for b, i in enumerate(range(0, targets.numel(), batch_size)):
+            jobs.append((step, b, targets[i : i + batch_size]))
+    order = torch.randperm(len(jobs), generator=torch.Generator().manual_seed(seed)).tolist()
+    picked: list[tuple[Step, int, Tensor, int]] = []
+    covered = 0
+    for j in order:
+        if covered >= budget:
+            break
+        step, b, pos = jobs[j]
+        take = min(int(pos.numel()), budget - covered)
+        picked.append((step, b, pos, take))
+        covered += take
+    picked.sort(key=lambda t: (t[0].index, t[1]))
+
+    def rerun(k: int) -> Tensor:
+        step, b, pos, take = picked[k]
+        attack = _build_attack(suite.entries[step.entry_index], step.eps, step.norm)
+        xb, yb = x[pos].to(dev), y[pos].to(dev)
+        res = _run_chunk(attack, net, xb, yb, chunk_seed(seed, step.eps, step.label, b))
+        return res.success.cpu().bool()[:take]
+
+    fp32_success = sharded_map(rerun, range(len(picked)))
+    per_row: dict[str, dict[str, int]] = {}
+    checked = disagree = 0
+    for (step, _b, pos, take), ok32 in zip(picked, fp32_success, strict=True):
+        bf16 = records["success"][step.index, pos[:take]]
+        diff = int((bf16 != ok32).sum())
+        row = per_row.setdefault(step.label, {"checked": 0, "disagree": 0})
+        row["checked"] += take
+        row["disagree"] += diff
+        checked += take
+        disagree += diff
+    return {"checked": checked, "disagree": disagree, "chunks": len(picked), "per_row": per_row}
 
 
 def _run_chunk(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, seed: int) -> Any:
