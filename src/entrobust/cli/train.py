@@ -57,6 +57,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run_g.add_argument("--threads", type=int, help="CPU threads for torch")
     run_g.add_argument("--data-root", dest="data_root", help="where dataset files live")
     run_g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fast = p.add_argument_group("speed (see docs/performance.md; none changes the method)")
+    fast.add_argument("--amp", choices=("off", "bf16"), help="bf16 autocast for forwards (losses stay fp32)")
+    fast.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    fast.add_argument("--compile", action="store_true", help="torch.compile the training model")
+    fast.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        help="under torchrun on CUDA: BatchNorm statistics over the global batch",
+    )
     run_g.add_argument("--no-test", action="store_true", help="skip the test-set accuracy at the end")
     run_g.add_argument("--dry-run", action="store_true", help="print the resolved config (TOML) and exit")
     p.set_defaults(func=run)
@@ -99,6 +108,14 @@ def resolve_config(args: argparse.Namespace) -> Any:
             changes[key] = value
     if args.lr is not None:
         changes["optimizer.lr"] = args.lr
+    if getattr(args, "amp", None):
+        changes["accel.amp"] = args.amp
+    if getattr(args, "channels_last", False):
+        changes["accel.channels_last"] = True
+    if getattr(args, "compile", False):
+        changes["accel.compile"] = True
+    if getattr(args, "sync_batchnorm", False):
+        changes["sync_batchnorm"] = True
     cfg = apply_overrides(cfg, changes) if changes else cfg
     if args.overrides:
         cfg = apply_overrides(cfg, list(args.overrides))
@@ -106,6 +123,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 
 def _default_out(cfg: Any, name: str) -> Path:
+    """``runs/<name>-<dataset>[-N]``: the first that holds no run (the same on every rank)."""
     from entrobust.training.trainer import STATE_FILE
 
     base = Path("runs") / f"{_slug(name)}-{_slug(cfg.dataset)}"
@@ -117,15 +135,31 @@ def _default_out(cfg: Any, name: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from entrobust.data import load_dataset
-    from entrobust.errors import ConfigError
-    from entrobust.io import atomic_write_json
-    from entrobust.training.trainer import Trainer, accuracy
+    """Train; under ``torchrun`` every rank runs this and rank 0 prints and writes."""
+    from entrobust import distributed
 
     cfg = resolve_config(args)
     if args.dry_run:
         sys.stdout.write(cfg.to_toml())
         return 0
+    distributed.init(cfg.device)
+    try:
+        return _train(args, cfg, distributed.is_main())
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace, cfg: Any, main: bool) -> int:
+    from entrobust import distributed
+    from entrobust.data import load_dataset
+    from entrobust.errors import ConfigError
+    from entrobust.io import atomic_write_json
+    from entrobust.training.trainer import Trainer, accuracy
+
+    def say(line: str) -> None:
+        if main:
+            print(line, flush=True)
+
     if args.out:
         out = Path(args.out)
     elif args.resume:
@@ -133,17 +167,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         out = _default_out(cfg, args.preset or (Path(args.config).stem if args.config else "train"))
     label = args.preset or args.config or cfg.preset or "ce"
-    print(f"training {label} on {cfg.dataset} ({cfg.model}, {cfg.epochs} epochs) -> {out}", flush=True)
-    trainer = Trainer(
-        cfg,
-        out,
-        progress=False if args.no_progress else None,
-        log=lambda line: print(line, flush=True),
-    )
+    out = distributed.broadcast_object(out)  # rank 0 picks the default folder for everyone
+    world = distributed.world_size()
+    ranks = f", {world} ranks, {cfg.batch_size // world} examples each per batch" if world > 1 else ""
+    say(f"training {label} on {cfg.dataset} ({cfg.model}, {cfg.epochs} epochs{ranks}) -> {out}")
+    trainer = Trainer(cfg, out, progress=False if args.no_progress else None, log=say)
     result = trainer.fit(resume=args.resume)
     if result.stopped_early:
-        print(f"early stop after epoch {result.last['epoch'] if result.last else '?'}")
-    if args.no_test:
+        say(f"early stop after epoch {result.last['epoch'] if result.last else '?'}")
+    if args.no_test or not main:
         return 0
     test = load_dataset(cfg.dataset, "test", root=cfg.data_root)
     last_acc = accuracy(result.model, test, device=trainer.device)
