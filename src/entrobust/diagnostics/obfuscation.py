@@ -23,6 +23,13 @@ et al. (2019, "On evaluating adversarial robustness", §7 checklist) and the san
 Thresholds live in :class:`AuditThresholds` (documented there); every accuracy comparison uses
 the tolerance ``max(tolerance, 2/n)`` so that one or two examples of sampling noise never fail a
 check. The report passes when no check fails.
+
+Under ``torch.distributed`` (``torchrun``) every per-example pass splits its batches round-robin
+over the ranks and gathers the per-example outcomes in batch order
+(:func:`entrobust.evaluation.sharding.sharded_map`); every attack is seeded with ``seed`` and a
+fresh generator per call, so a batch's outcome does not depend on the rank or the world size, and
+every rank returns the report a single process would (timings aside). The on-the-fly surrogate is
+trained on every rank and rank 0's weights are broadcast; only rank 0 calls ``log``.
 """
 
 from __future__ import annotations
@@ -34,19 +41,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from entrobust import distributed
 from entrobust.attacks import Attack, ThreatModel, build_attack
 from entrobust.attacks.base import frozen
-from entrobust.diagnostics._util import DataLike, as_xy, batches, model_device, pyplot
+from entrobust.diagnostics._util import DataLike, as_xy, model_device, pyplot
 from entrobust.errors import ConfigError
+from entrobust.evaluation.sharding import on_main, sharded_map
 from entrobust.io import atomic_write_text
 
 Status = Literal["pass", "warn", "fail"]
+T = TypeVar("T")
 _ORDER = {"pass": 0, "warn": 1, "fail": 2}
 
 
@@ -257,24 +267,38 @@ def _line_plot(
 # ---------------------------------------------------------------------------- evaluation helpers
 
 
+def _per_batch(fn: Callable[[Tensor, Tensor], T], x: Tensor, y: Tensor, batch_size: int) -> list[T]:
+    """``fn`` on each consecutive batch of ``(x, y)``, in order; under ``torch.distributed`` the
+    batches run round-robin on the ranks and every rank gets all results (same as one process,
+    because every attack the audit builds is seeded and so does not depend on batch order)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    starts = range(0, x.shape[0], batch_size)
+    return sharded_map(lambda i: fn(x[i : i + batch_size], y[i : i + batch_size]), starts)
+
+
 def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
     dev = model_device(model)
-    out = []
+
+    def one(xb: Tensor, yb: Tensor) -> Tensor:
+        return model(xb.to(dev)).argmax(1).eq(yb.to(dev)).cpu()
+
     with frozen(model, "eval"), torch.no_grad():
-        for xb, yb in batches(x, y, batch_size):
-            out.append(model(xb.to(dev)).argmax(1).eq(yb.to(dev)).cpu())
+        out = _per_batch(one, x, y, batch_size)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
 def _attack_correct(model: nn.Module, attack: Attack, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
     """Per example: still classified correctly after ``attack`` (clean mistakes count as broken)."""
     dev = model_device(model)
-    out = []
-    for xb, yb in batches(x, y, batch_size):
+
+    def one(xb: Tensor, yb: Tensor) -> Tensor:
         xb, yb = xb.to(dev), yb.to(dev)
         x_adv = attack(model, xb, yb)
         with frozen(model, "eval"), torch.no_grad():
-            out.append(model(x_adv).argmax(1).eq(yb).cpu())
+            return model(x_adv).argmax(1).eq(yb).cpu()
+
+    out = _per_batch(one, x, y, batch_size)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
@@ -292,20 +316,28 @@ def input_gradient_stats(model: nn.Module, x: Tensor, y: Tensor, batch_size: int
     """Fractions of examples whose ∇ₓCE is exactly zero / not finite / below 1e-12 in ℓ2 norm, and
     the median gradient norm."""
     dev = model_device(model)
-    zero, bad, tiny, norms = 0, 0, 0, []
+
+    def one(xb: Tensor, yb: Tensor) -> tuple[int, int, int, Tensor]:
+        xb = xb.to(dev).clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(xb), yb.to(dev), reduction="sum")
+            (g,) = torch.autograd.grad(loss, xb)
+        flat = g.flatten(1)
+        finite = torch.isfinite(flat).all(dim=1)
+        nrm = flat.norm(dim=1)
+        return (
+            int((finite & flat.eq(0).all(dim=1)).sum()),
+            int((~finite).sum()),
+            int((finite & (nrm < 1e-12)).sum()),
+            nrm[finite].cpu(),
+        )
+
     with frozen(model, "eval"):
-        for xb, yb in batches(x, y, batch_size):
-            xb = xb.to(dev).clone().requires_grad_(True)
-            with torch.enable_grad():
-                loss = F.cross_entropy(model(xb), yb.to(dev), reduction="sum")
-                (g,) = torch.autograd.grad(loss, xb)
-            flat = g.flatten(1)
-            finite = torch.isfinite(flat).all(dim=1)
-            bad += int((~finite).sum())
-            zero += int((finite & flat.eq(0).all(dim=1)).sum())
-            nrm = flat.norm(dim=1)
-            tiny += int((finite & (nrm < 1e-12)).sum())
-            norms.append(nrm[finite].cpu())
+        parts = _per_batch(one, x, y, batch_size)
+    zero = sum(p[0] for p in parts)
+    bad = sum(p[1] for p in parts)
+    tiny = sum(p[2] for p in parts)
+    norms = [p[3] for p in parts]
     n = max(x.shape[0], 1)
     allnorms = torch.cat(norms) if norms else torch.zeros(0)
     return {
@@ -369,7 +401,9 @@ def audit(
     """
     t0 = time.perf_counter()
     th = thresholds or AuditThresholds()
-    say = log or (lambda _msg: None)
+    say = log if log is not None and distributed.is_main() else (lambda _msg: None)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module  # ranks run different batches: DDP's per-forward collectives would hang
     valid = (
         "gradients",
         "single-vs-multi",
@@ -473,6 +507,12 @@ def audit(
                 epochs=surrogate_epochs,
                 seed=seed,
             )
+            if distributed.world_size() > 1:
+                # every rank trained the same seeded surrogate (rank 0 alone would not be faster),
+                # but GPU kernels need not be bitwise reproducible: all ranks take rank 0's weights
+                sur = surrogate
+                weights = on_main(lambda: {k: v.detach().cpu() for k, v in sur.state_dict().items()})
+                surrogate.load_state_dict(weights)
         say("audit: black-box transfer PGD")
         transfer = build_attack(
             "transfer", threat, surrogate=surrogate, attack="pgd", steps=pgd_steps, seed=seed
@@ -608,12 +648,13 @@ def audit(
         from entrobust.attacks.minimal import deepfool_minimal
 
         dev = model_device(model)
-        df_fooled = []
+
+        def deepfool_fooled(xb: Tensor, yb: Tensor) -> Tensor:
+            _, dist = deepfool_minimal(model, xb.to(dev), yb.to(dev), norm="l2")
+            return torch.isfinite(dist).cpu()
+
         with frozen(model, "eval"):
-            for xb, yb in batches(xc, yc, batch_size):
-                _, dist = deepfool_minimal(model, xb.to(dev), yb.to(dev), norm="l2")
-                df_fooled.append(torch.isfinite(dist).cpu())
-        df = torch.cat(df_fooled)
+            df = torch.cat(_per_batch(deepfool_fooled, xc, yc, batch_size))
         big = threat.with_eps(_max_eps(threat, x))
         left = (~df).nonzero().squeeze(1)
         pgd_big_ok = torch.zeros(0, dtype=torch.bool)
