@@ -54,17 +54,22 @@ def run(args: argparse.Namespace) -> int:
         for a in exp.analyses:
             print(f"  analysis {a.kind}")
         return 0
+    from entrobust import distributed
     from entrobust.experiments.runner import run_experiment
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    res = run_experiment(
-        exp,
-        args.workspace,
-        progress=args.progress,
-        report=not args.no_report,
-        report_dir=args.report_dir,
-        stages=stages,
-    )
+    distributed.init(exp.device)  # under torchrun: train and evaluate data-parallel, rank 0 writes
+    try:
+        res = run_experiment(
+            exp,
+            args.workspace,
+            progress=args.progress,
+            report=not args.no_report,
+            report_dir=args.report_dir,
+            stages=stages,
+        )
+    finally:
+        distributed.shutdown()
     if res.report:
         print(f"report: {res.report.get('html')}")
     return 0

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from entrobust import distributed
 from entrobust.errors import ConfigError
 from entrobust.experiments.spec import EvaluationSpec, Experiment, PlannedRun
 from entrobust.experiments.store import Store, config_hash
@@ -265,13 +266,38 @@ def _num(v: Any) -> float | None:
 # ------------------------------------------------------------------------------------ runner
 
 
+class _RankZeroWrites:
+    """The results store as every rank of a ``torchrun`` job sees it: rank 0 alone performs a
+    write (``add_*``, ``set_*``, ``mark_*``, ``replace_*``) and broadcasts its return value, so
+    all ranks take the same decisions from later reads. Reads go to the database directly.
+    ``raw`` is the store itself, for writes only rank 0 makes (trainer callbacks)."""
+
+    _WRITES = ("add_", "set_", "mark_", "replace_")
+
+    def __init__(self, store: Store) -> None:
+        self.raw = store
+
+    def __getattr__(self, name: str) -> Any:
+        from entrobust import distributed
+
+        attr = getattr(self.raw, name)
+        if not name.startswith(self._WRITES) or distributed.world_size() == 1:
+            return attr
+
+        def write(*args: Any, **kwargs: Any) -> Any:
+            out = attr(*args, **kwargs) if distributed.is_main() else None
+            return distributed.broadcast_object(out)
+
+        return write
+
+
 class _Runner:
     def __init__(self, exp: Experiment, workspace: Path, log: Progress, progress: bool) -> None:
         self.exp = exp
         self.ws = workspace
         self.log = log
         self.progress = progress
-        self.store = Store(store_path(workspace))
+        self.store: Any = _RankZeroWrites(Store(store_path(workspace)))
         self.plan = exp.plan()
         self.ids: dict[int, str] = {}
         self._models: dict[tuple[str, str], Any] = {}
@@ -382,8 +408,8 @@ class _Runner:
         self.store.set_status(rid, "running")
         t0 = time.perf_counter()
 
-        def on_epoch(metrics: dict[str, Any]) -> None:
-            self.store.add_epoch(rid, int(metrics["epoch"]), metrics)
+        def on_epoch(metrics: dict[str, Any]) -> None:  # called on rank 0 only
+            self.store.raw.add_epoch(rid, int(metrics["epoch"]), metrics)
             self.log(
                 f"  epoch {metrics['epoch']}/{cfg.epochs} loss {metrics.get('train_loss', float('nan')):.3f}"
                 f" train clean {_fmt_pct(metrics.get('train_clean_acc'))}"
@@ -470,7 +496,8 @@ class _Runner:
         )
         rows = evaluation_rows(result, ev, extra=extra)
         self.store.replace_evaluations(rid, ev.name, rows, stage=(stage, spec_hash))
-        shutil.rmtree(state, ignore_errors=True)
+        if distributed.is_main():
+            shutil.rmtree(state, ignore_errors=True)
         self.log.count(stage, "ran")
         worst = ", ".join(f"ε={e:.3g}: {_fmt_pct(a)}" for e, a in result.accuracy_by_eps().items())
         self.log(
@@ -526,7 +553,7 @@ class _Runner:
                     test=self.dataset(pr.dataset, "test", pr.config.data_root),
                     train=self.dataset(pr.dataset, "train", pr.config.data_root),
                     surrogate=self.model(sur) if sur is not None else None,
-                    out_dir=self.run_dir(rid),
+                    out_dir=self.run_dir(rid) if distributed.is_main() else self._scratch(),
                     seed=pr.seed,
                     log=lambda m: self.log("  " + m),
                 )
@@ -536,6 +563,12 @@ class _Runner:
                 self._store_analysis(rid, a.kind, res, stage, h)
                 status = f" → {str(res['status']).upper()}" if "status" in res else ""
                 self.log(f"  done in {time.perf_counter() - t0:.1f}s{status}")
+
+    def _scratch(self) -> Path:
+        """Where a rank other than 0 lets analyses write their (duplicate) files."""
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix=f"entrobust-rank{distributed.rank()}-"))
 
     def _store_analysis(self, rid: str, kind: str, res: dict[str, Any], stage: str, h: str) -> None:
         self.store.add_analysis(rid, kind, res)
@@ -568,6 +601,8 @@ def run_experiment(
     ws = Path(workspace)
     ws.mkdir(parents=True, exist_ok=True)
     log = log if log is not None else Progress()
+    if not distributed.is_main():
+        log = Progress(stream=None)  # under torchrun rank 0 speaks for the job
     unknown = sorted(set(stages) - {"train", "evaluate", "analyse", "report"})
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown}; valid: train, evaluate, analyse, report")
@@ -590,7 +625,7 @@ def run_experiment(
         fn()
         out.seconds[name] = time.perf_counter() - t0
     out.run_ids = {(pr.label, pr.dataset, pr.model, pr.seed): r.ids[k] for k, pr in enumerate(r.plan)}
-    if report and "report" in stages:
+    if report and "report" in stages and distributed.is_main():
         if on_stage is not None:
             on_stage("report")
         from entrobust.report import write_report
@@ -604,8 +639,9 @@ def run_experiment(
         out.report = rep.paths
         out.claims = rep.claims
         for p in rep.paths.values():
-            r.store.add_artifact(None, "report", p)
+            r.store.raw.add_artifact(None, "report", p)
         out.seconds["report"] = time.perf_counter() - t0
         log(f"report written: {rep.paths.get('html')} and {rep.paths.get('markdown')}")
+    distributed.barrier()  # the report exists before any rank returns
     out.counts = log.counts
     return out
