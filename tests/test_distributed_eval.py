@@ -6,7 +6,11 @@ tests compare its per-rank results with single-process runs of the same seeded w
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 import _evaluation_fakes as fk
+import entrobust
 from _distributed import spawn
 from entrobust.attacks import ThreatModel
 from entrobust.diagnostics.obfuscation import AuditReport, audit
@@ -223,3 +228,40 @@ def test_sharded_audit_equals_single_process(ranks: dict[str, Any]) -> None:
         assert got["status"] == single["status"]
     # only rank 0 logs
     assert ranks["per_rank"][0]["audit_log"] and ranks["per_rank"][1]["audit_log"] == []
+
+
+# ------------------------------------------------------------------------------ CLI under torchrun
+def test_cli_eval_under_torchrun_matches_one_process(tmp_path: Path) -> None:
+    """``torchrun --nproc-per-node 2 -m entrobust eval`` prints once and writes what one process does."""
+    from entrobust.checkpoint import save_checkpoint
+    from entrobust.cli import main
+    from entrobust.models import create_model
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "digits-mlp"
+    save_checkpoint(ckpt, create_model("mlp3", dataset="digits", input_size=8, hidden=16))
+    args = ["eval", str(ckpt), "--suite", "fgsm,pgd:steps=3", "--eps", "0.05,0.1", "--max-examples"]
+    args += ["30", "--batch-size", "7", "--no-progress", "--resume-state"]
+    assert main([*args, str(tmp_path / "s1"), "--json", str(tmp_path / "one.json")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(entrobust.__file__).parents[1])}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    proc = subprocess.run(
+        [*launcher, "-m", "entrobust", *args, str(tmp_path / "s2"), "--json", str(tmp_path / "two.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("worst case") == 1  # only rank 0 prints
+
+    def outcome(path: Path) -> dict[str, Any]:
+        doc = json.loads(path.read_text())
+        doc.pop("total_seconds", None)
+        for row in doc["attacks"]:
+            row.pop("seconds", None)
+        return doc
+
+    one, two = outcome(tmp_path / "one.json"), outcome(tmp_path / "two.json")
+    assert (one["meta"].pop("world_size"), two["meta"].pop("world_size")) == (1, 2)
+    assert one == two

@@ -3,6 +3,9 @@
 A thin layer over :func:`entrobust.diagnostics.audit`: loads the checkpoint and the test split
 of its dataset, runs the checks, prints the pass / warn / fail table and writes ``audit.json``,
 ``audit_eps.png`` and ``audit_steps.png`` into ``--out`` (default: ``<run dir>/audit``).
+
+Under ``torchrun --nproc_per_node N -m entrobust audit ...`` the per-example passes are sharded
+over the N ranks (same report as one process); only rank 0 prints and writes files.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--norm", default=None, choices=["linf", "l2"], help="threat norm (default: training norm)"
     )
-    p.add_argument("--n", type=int, default=200, help="examples audited (seeded random subset; default 200)")
+    p.add_argument(
+        "--n",
+        "--examples",
+        dest="n",
+        type=int,
+        default=200,
+        help="examples audited (seeded random subset; default 200; under torchrun write --examples: "
+        "torchrun takes --n for an abbreviation of its own options)",
+    )
     p.add_argument("--out", default=None, help="output folder (default: <run dir>/audit)")
     p.add_argument("--dataset", default=None, help="dataset name (default: from the checkpoint metadata)")
     p.add_argument("--split", default="test", choices=["test", "train"], help="split audited (default: test)")
@@ -52,12 +63,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from entrobust import distributed
+
+    distributed.init(args.device)  # no-op unless started by torchrun
+    try:
+        return _run(args, distributed.is_main())
+    finally:
+        distributed.shutdown()
+
+
+def _run(args: argparse.Namespace, main: bool) -> int:
+    from entrobust import distributed
     from entrobust.attacks import ThreatModel
     from entrobust.diagnostics import audit
     from entrobust.diagnostics._cli import default_threat, load_target, out_dir_for, parse_floats
 
+    device = str(distributed.local_device(args.device))  # cuda:LOCAL_RANK under torchrun
     model, meta, dataset, data = load_target(
-        args.checkpoint, args.device, args.dataset, args.split, args.data_root
+        args.checkpoint, device, args.dataset, args.split, args.data_root
     )
     norm, eps = default_threat(meta, dataset)
     if args.eps is not None:
@@ -91,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         log=None if args.quiet else print,
     )
+    if not main:
+        return 1 if args.strict and not report.passed else 0  # rank 0 prints and writes
     report.settings["checkpoint"] = str(args.checkpoint)
     report.settings["dataset"] = dataset
     report.settings["split"] = args.split

@@ -3,6 +3,10 @@
 A thin layer over :func:`entrobust.evaluation.evaluate` (STYLE rule 13): it loads the checkpoint,
 the dataset named in its metadata (test split), runs the suite, prints the table and optionally
 writes JSON (``--json``), the full result (``--save``) and resume state (``--resume-state``).
+
+Under ``torchrun --nproc_per_node N -m entrobust eval ...`` the evaluation is sharded over the N
+ranks (same result as one process); only rank 0 prints and writes files. ``--amp bf16`` runs the
+forwards in bfloat16, ``--fp32-check N`` cross-checks a sample in float32 (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--eps", default=None, help="comma-separated eps values, e.g. 0.1,0.3 or 8/255 (default: suite's)"
     )
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="norm of rows without their own")
-    p.add_argument("--n", type=int, default=None, help="evaluate a seeded random subset of N examples")
+    p.add_argument(
+        "--n",
+        "--max-examples",
+        dest="n",
+        type=int,
+        default=None,
+        help="evaluate a seeded random subset of N examples (under torchrun write --max-examples: "
+        "torchrun takes --n for an abbreviation of its own options)",
+    )
     p.add_argument("--dataset", default=None, help="dataset name (default: from the checkpoint metadata)")
     p.add_argument("--split", default="test", choices=["test", "train"], help="dataset split (default: test)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: entrobust's data root)")
@@ -45,6 +57,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--resume-state", default=None, metavar="DIR", help="resume state folder (continue if it exists)"
+    )
+    p.add_argument(
+        "--amp",
+        default="off",
+        choices=["off", "bf16"],
+        help="run forwards under bf16 autocast (losses stay float32; default: off)",
+    )
+    p.add_argument(
+        "--fp32-check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --amp bf16: re-run a seeded sample of up to N attacked examples in float32 "
+        "and report how many outcomes differ (default: 0, no check)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -70,14 +96,24 @@ def _parse_eps(text: str | None) -> list[float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from entrobust import distributed
+
+    distributed.init(args.device)  # no-op unless started by torchrun
+    try:
+        return _run(args, distributed.is_main())
+    finally:
+        distributed.shutdown()
+
+
+def _run(args: argparse.Namespace, main: bool) -> int:
+    from entrobust import distributed
     from entrobust.checkpoint import load_checkpoint
     from entrobust.data import load_dataset
     from entrobust.errors import ConfigError
     from entrobust.io import atomic_write_json
-    from entrobust.runtime import select_device
 
     eps = _parse_eps(args.eps)
-    device = select_device(args.device)
+    device = distributed.local_device(args.device)  # cuda:LOCAL_RANK under torchrun
     model, meta = load_checkpoint(args.checkpoint, map_location=device)
     spec = meta.get("model", {})
     dataset = args.dataset or spec.get("dataset") or meta.get("dataset")
@@ -102,10 +138,20 @@ def run(args: argparse.Namespace) -> int:
         keep_examples=args.save is not None or args.resume_state is not None,
         mode=args.mode,
         dataset=dataset,
+        amp=args.amp,
+        fp32_check=args.fp32_check,
     )
+    if not main:
+        return 0  # every rank holds the same result; rank 0 prints and writes it
     result.meta["checkpoint"] = str(args.checkpoint)
     result.meta["split"] = args.split
     print(result.table())
+    check = result.meta.get("fp32_check")
+    if check:
+        print(
+            f"fp32 check: {check['disagree']} of {check['checked']} re-checked attack outcomes "
+            "differ between bf16 and float32"
+        )
     if args.json:
         atomic_write_json(args.json, result.to_dict(per_example=True))
         print(f"wrote {args.json}")

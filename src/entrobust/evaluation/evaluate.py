@@ -450,7 +450,7 @@ def evaluate(
             net, x, y, the_suite, steps, clean, broken, records, mode, batch_size, seed, dev, fp32_check
         )
         meta["fp32_check"] = report
-        if report["disagree"]:
+        if report["disagree"] and main:  # every rank holds the same report; rank 0 speaks
             warnings.warn(
                 f"bf16 and float32 disagree on {report['disagree']} of {report['checked']} re-checked "
                 "attack outcomes (result.meta['fp32_check']); report float32 numbers (amp='off') "
