@@ -84,7 +84,7 @@ def prepare_model(model: nn.Module, config: AccelConfig) -> nn.Module:
     (or :func:`entrobust.distributed.unwrap` of the result).
     """
     if config.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if config.compile:
         try:
             return torch.compile(model, backend=config.compile_backend)  # type: ignore[return-value]
