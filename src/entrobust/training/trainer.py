@@ -365,6 +365,7 @@ class Trainer:
             device=self.device,
             num_replicas=world,
             rank=rank,
+            channels_last=cfg.accel.channels_last,
         )
 
     def _parallel_model(self, model: nn.Module) -> nn.Module:
