@@ -168,3 +168,16 @@ def test_cli_train_under_torchrun(tmp_path: Path) -> None:
     assert "2 ranks, 32 examples each per batch" in proc.stdout
     assert proc.stdout.count("clean test accuracy") == 1
     assert (out / "last.safetensors").exists() and (out / "test.json").exists()
+
+
+def test_channels_last_and_compile_train_the_same_model() -> None:
+    torch.set_num_threads(1)
+    cfg = _config("ru/pat").with_overrides({"validation.size": 0})
+    plain = _weights(Trainer(cfg, None, progress=False).fit().model)
+    fast_cfg = cfg.with_overrides(
+        {"accel.channels_last": True, "accel.compile": True, "accel.compile_backend": "eager"}
+    )
+    fast = Trainer(fast_cfg, None, progress=False)
+    fast_weights = _weights(fast.fit().model)
+    assert fast.train_model is not fast.model  # the compiled wrapper trained, the plain module is saved
+    assert _max_diff(plain, fast_weights) <= 1e-4  # NHWC kernels round differently
