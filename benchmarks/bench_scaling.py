@@ -92,6 +92,7 @@ def _rank_main(rank: int, world: int, port: int, args: dict[str, Any], out: str)
             Path(out).write_text(json.dumps(record))
     finally:
         distributed.shutdown()
+    distributed.exit_now(0)
 
 
 def measure(world: int, args: dict[str, Any]) -> dict[str, float]:

@@ -41,6 +41,7 @@ def _entry(rank: int, world: int, port: int, fn: Any, args: tuple[Any, ...], out
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
         distributed.shutdown()
+    distributed.exit_now(0)
 
 
 def spawn(fn: Any, world: int, *args: Any, tmp: Path) -> list[Any]:

@@ -41,6 +41,7 @@ __all__ = [
     "batch_noise",
     "batch_shard",
     "broadcast_object",
+    "exit_now",
     "info",
     "init",
     "is_main",
@@ -154,6 +155,21 @@ def shutdown() -> None:
         if world_size() > 1:
             dist.barrier()  # a rank tearing down while a peer still talks aborts gloo
         dist.destroy_process_group()
+
+
+def exit_now(code: int) -> None:
+    """Flush and end a rank's process without interpreter finalization.
+
+    Gloo's worker threads can still hold tensors when Python tears down, and that sometimes ends
+    a finished rank with SIGABRT ("terminate called without an active exception"; discussed in
+    pytorch/pytorch PR #179291), which ``torchrun`` would report as a failure. Called after
+    :func:`shutdown` by the CLI and the test launcher of a launched job.
+    """
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def barrier() -> None:

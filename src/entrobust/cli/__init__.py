@@ -61,10 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except EntrobustError as exc:
         print(f"entrobust: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print("entrobust: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    from entrobust import distributed
+
+    if distributed.launched():  # a torchrun rank: leave without gloo's teardown race
+        distributed.exit_now(code)
+    return code
