@@ -34,8 +34,7 @@ from entrobust.attacks.losses import (
     kl_loss,
     resolve_loss,
 )
-from entrobust.attacks.threat import ThreatModel, _view
-from entrobust.distributed import batch_noise
+from entrobust.attacks.threat import ThreatModel, _noise, _view
 from entrobust.errors import ConfigError, UnknownNameError
 
 INITS: tuple[str, ...] = ("none", "uniform", "gaussian")
@@ -181,10 +180,8 @@ def noise_like(x: Tensor, kind: str, generator: torch.Generator | None, shared: 
     same alone or inside a batch (AdverTorch ``test_attacks_running.py`` batch-consistency check).
     """
     if not shared:  # per-example noise follows the data-parallel global batch
-        return batch_noise(kind, x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-    draw = torch.randn if kind == "normal" else torch.rand
-    out = draw((1, *x.shape[1:]), generator=generator, device="cpu", dtype=x.dtype).to(x.device)
-    return out.expand_as(x)
+        return _noise(kind, tuple(x.shape), generator, x, shared=False)
+    return _noise(kind, (1, *x.shape[1:]), generator, x, shared=True).expand_as(x)
 
 
 class ProjectedGradient(Attack):
