@@ -28,7 +28,12 @@ class _State:
     cut_next: int = 0  # send half the body then drop the connection this many times
     stall_next: int = 0  # sleep before answering this many times
     range_support: bool = True
+    active: int = 0  # handlers still running; guarded by ``lock``
     lock: threading.Lock = field(default_factory=threading.Lock)
+    idle: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.idle = threading.Condition(self.lock)
 
 
 class _Server:
@@ -41,6 +46,16 @@ class _Server:
                 pass
 
             def do_GET(self) -> None:
+                with state.lock:
+                    state.active += 1
+                try:
+                    self._answer()
+                finally:
+                    with state.lock:
+                        state.active -= 1
+                        state.idle.notify_all()
+
+            def _answer(self) -> None:
                 with state.lock:
                     state.requests.append((self.path, self.headers.get("Range")))
                     fail = state.fail_next > 0
@@ -91,6 +106,16 @@ class _Server:
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
+    def settled(self, timeout: float = 10.0) -> _State:
+        """The state once every request handler has returned.
+
+        A handler counts the bytes it sent after its write returns, which can be after the client
+        has read them all; reading the counters before the handlers finish is a race.
+        """
+        with self.state.lock:
+            assert self.state.idle.wait_for(lambda: self.state.active == 0, timeout), "handlers still running"
+        return self.state
+
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
@@ -133,9 +158,9 @@ def test_download_dataset_then_load(tmp_path: Path, server: _Server) -> None:
     assert _leftovers(root / "mnist") == sorted(sums)  # no .part left
     train = load_dataset("mnist", "train", root=root)
     assert len(train) == 20
-    n = len(server.state.requests)
+    n = len(server.settled().requests)
     download("mnist", root, base_url=server.url + "/mnist/", checksums=sums, **FAST)
-    assert len(server.state.requests) == n  # verified files are not fetched again
+    assert len(server.settled().requests) == n  # verified files are not fetched again
 
 
 def test_load_dataset_download_true_uses_sources(
@@ -193,7 +218,7 @@ def test_server_errors_are_retried(tmp_path: Path, server: _Server) -> None:
     server.state.files["/f.bin"] = blob
     server.state.fail_next = 2
     out = download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(blob), retries=3, **FAST)
-    assert out.read_bytes() == blob and len(server.state.requests) == 3
+    assert out.read_bytes() == blob and len(server.settled().requests) == 3
 
 
 def test_persistent_server_error_fails_cleanly(tmp_path: Path, server: _Server) -> None:
@@ -201,7 +226,7 @@ def test_persistent_server_error_fails_cleanly(tmp_path: Path, server: _Server) 
     server.state.fail_next = 100
     with pytest.raises(DataError, match=r"f\.bin: download failed .*HTTP 503"):
         download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(_blob()), retries=2, **FAST)
-    assert len(server.state.requests) == 3
+    assert len(server.settled().requests) == 3
     assert _leftovers(tmp_path) == []
 
 
@@ -211,9 +236,9 @@ def test_connection_cut_mid_file_resumes_on_retry(tmp_path: Path, server: _Serve
     server.state.cut_next = 1
     out = download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(blob), **FAST)
     assert out.read_bytes() == blob
-    (_, r1), (_, r2) = server.state.requests
+    (_, r1), (_, r2) = server.settled().requests
     assert r1 is None and r2 == f"bytes={len(blob) // 2}-"
-    assert server.state.bytes_sent == len(blob)  # nothing fetched twice
+    assert server.settled().bytes_sent == len(blob)  # nothing fetched twice
     assert _leftovers(tmp_path) == ["f.bin"]
 
 
@@ -227,7 +252,7 @@ def test_failed_download_keeps_only_a_resumable_part(tmp_path: Path, server: _Se
         download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(blob), retries=0, **FAST)
     assert _leftovers(tmp_path) == ["f.bin.part"]  # never a partial final file
     out = download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(blob), retries=0, **FAST)
-    assert out.read_bytes() == blob and server.state.requests[-1][1] == "bytes=100000-"
+    assert out.read_bytes() == blob and server.settled().requests[-1][1] == "bytes=100000-"
     assert _leftovers(tmp_path) == ["f.bin"]
 
 
@@ -237,8 +262,8 @@ def test_part_file_is_resumed_with_range(tmp_path: Path, server: _Server) -> Non
     (tmp_path / "f.bin.part").write_bytes(blob[:123_456])
     out = download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(blob), **FAST)
     assert out.read_bytes() == blob
-    assert server.state.requests == [("/f.bin", "bytes=123456-")]
-    assert server.state.bytes_sent == len(blob) - 123_456
+    assert server.settled().requests == [("/f.bin", "bytes=123456-")]
+    assert server.settled().bytes_sent == len(blob) - 123_456
 
 
 def test_server_without_range_support_restarts(tmp_path: Path, server: _Server) -> None:
@@ -247,7 +272,7 @@ def test_server_without_range_support_restarts(tmp_path: Path, server: _Server) 
     server.state.range_support = False
     (tmp_path / "f.bin.part").write_bytes(b"\xff" * 5000)  # would corrupt the file if appended to
     out = download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(blob), **FAST)
-    assert out.read_bytes() == blob and len(server.state.requests) == 1
+    assert out.read_bytes() == blob and len(server.settled().requests) == 1
 
 
 def test_stale_part_is_refetched_from_scratch(tmp_path: Path, server: _Server) -> None:
@@ -256,7 +281,7 @@ def test_stale_part_is_refetched_from_scratch(tmp_path: Path, server: _Server) -
     (tmp_path / "f.bin.part").write_bytes(b"\x00" * 1000)  # not a prefix of the real file
     out = download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(blob), **FAST)
     assert out.read_bytes() == blob
-    assert [r for _, r in server.state.requests] == ["bytes=1000-", None]
+    assert [r for _, r in server.settled().requests] == ["bytes=1000-", None]
 
 
 def test_complete_part_answered_416_is_accepted(tmp_path: Path, server: _Server) -> None:
@@ -264,7 +289,7 @@ def test_complete_part_answered_416_is_accepted(tmp_path: Path, server: _Server)
     server.state.files["/f.bin"] = blob
     (tmp_path / "f.bin.part").write_bytes(blob)
     out = download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(blob), **FAST)
-    assert out.read_bytes() == blob and server.state.bytes_sent == 0
+    assert out.read_bytes() == blob and server.settled().bytes_sent == 0
 
 
 def test_missing_url_falls_back_to_next_mirror(tmp_path: Path, server: _Server) -> None:
@@ -273,7 +298,7 @@ def test_missing_url_falls_back_to_next_mirror(tmp_path: Path, server: _Server) 
     urls = [server.url + "/bad/f.bin", server.url + "/good/f.bin"]
     out = download_file(urls, tmp_path / "f.bin", sha256=hashlib.sha256(blob).hexdigest(), retries=3, **FAST)
     assert out.read_bytes() == blob
-    assert [p for p, _ in server.state.requests] == ["/bad/f.bin", "/good/f.bin"]  # 404 is not retried
+    assert [p for p, _ in server.settled().requests] == ["/bad/f.bin", "/good/f.bin"]  # 404 is not retried
     with pytest.raises(DataError, match=r"f2\.bin: download failed .*/bad/f2\.bin: HTTP 404"):
         download_file(server.url + "/bad/f2.bin", tmp_path / "f2.bin", **FAST)
 
@@ -283,10 +308,10 @@ def test_existing_file_verified_or_replaced(tmp_path: Path, server: _Server) -> 
     server.state.files["/f.bin"] = blob
     (tmp_path / "f.bin").write_bytes(blob)
     download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(blob), **FAST)
-    assert server.state.requests == []
+    assert server.settled().requests == []
     (tmp_path / "f.bin").write_bytes(b"corrupt")
     download_file(server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(blob), **FAST)
-    assert (tmp_path / "f.bin").read_bytes() == blob and len(server.state.requests) == 1
+    assert (tmp_path / "f.bin").read_bytes() == blob and len(server.settled().requests) == 1
 
 
 def test_timeout_is_retried(tmp_path: Path, server: _Server) -> None:
@@ -296,7 +321,7 @@ def test_timeout_is_retried(tmp_path: Path, server: _Server) -> None:
     out = download_file(
         server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(blob), progress=False, backoff=0.0, timeout=0.2
     )
-    assert out.read_bytes() == blob and len(server.state.requests) == 2
+    assert out.read_bytes() == blob and len(server.settled().requests) == 2
 
 
 def test_connection_refused_is_a_data_error(tmp_path: Path) -> None:

@@ -34,9 +34,17 @@ def test_demo_definition_covers_the_key_defenses() -> None:
         demo_experiment("huge")
 
 
-def test_tiny_demo_end_to_end_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "demo"
-    assert main(["demo", "--scale", "tiny", "--out", str(out)]) == 0
+SUBSET = ["TRADES", "Min-Max"]  # + their surrogates PAT and Normal; Std drops out of the Min-Max suite
+
+
+def _demo_end_to_end_then_resume(
+    out: Path, capsys: pytest.CaptureFixture[str], defenses: list[str] | None
+) -> None:
+    args = ["demo", "--scale", "tiny", "--out", str(out)]
+    if defenses is not None:
+        args += ["--defenses", ",".join(defenses)]
+    expected = demo_experiment("tiny", defenses=defenses)
+    assert main(args) == 0
     log = capsys.readouterr().out
     # progress: stage lines with elapsed time, every stage, the claims table and where the report is
     assert re.search(r"^\[\s*\d+\.\ds\] == train ==$", log, re.M)
@@ -49,14 +57,39 @@ def test_tiny_demo_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Capture
     assert (out / "report.md").exists()
     store = Store(out / "results.sqlite")
     runs = [r for r in store.runs() if r.preset]
-    assert len(runs) == len(DEMO_DEFENSES) and {r.status for r in runs} == {"done"}
+    assert len(runs) == len(expected.defenses) and {r.status for r in runs} == {"done"}
     assert store.evaluations(suite="autoattack")
-    assert len([a for a in store.analyses() if a["kind"] == "audit"]) == len(DEMO_DEFENSES)
+    assert len([a for a in store.analyses() if a["kind"] == "audit"]) == len(expected.defenses)
     n_rows = len(store.evaluations())
 
     # the second run finds everything done and only re-renders the report
-    assert main(["demo", "--scale", "tiny", "--out", str(out)]) == 0
+    assert main(args) == 0
     again = capsys.readouterr().out
-    assert again.count("done before, skipped") >= len(DEMO_DEFENSES) * 3
+    assert again.count("done before, skipped") >= len(expected.defenses) * 3
     assert "epoch 1/1" not in again
     assert len(store.evaluations()) == n_rows
+
+
+def test_demo_subset_end_to_end_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every stage of the main job (train, white-box, black-box, AutoAttack, Min-Max suite, every
+    analysis kind, claims, report) and its resume, on 4 of the 12 defenses."""
+    _demo_end_to_end_then_resume(tmp_path / "demo", capsys, SUBSET)
+
+
+@pytest.mark.slow
+def test_tiny_demo_end_to_end_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _demo_end_to_end_then_resume(tmp_path / "demo", capsys, None)
+
+
+def test_demo_subset_adds_surrogates_and_drops_empty_entries() -> None:
+    exp = demo_experiment("tiny", defenses=SUBSET)
+    assert [d.label for d in exp.defenses] == ["Normal", "PAT", "TRADES", "Min-Max"]
+    suites = {e.name: e for e in exp.evaluations}
+    assert suites["minmax"].only == ("Min-Max",)  # Std is not in the subset
+    analyses = {a.kind: a for a in exp.analyses}
+    assert analyses["geometry"].only == ("Normal", "PAT")
+    only_std = demo_experiment("tiny", defenses=["Std"])
+    assert [d.label for d in only_std.defenses] == ["Normal", "Std"]
+    assert {a.kind for a in only_std.analyses} >= {"audit", "geometry"}  # geometry keeps Normal
+    with pytest.raises(ConfigError, match=r"unknown demo defense\(s\) \['Nope'\]; valid: Normal, EntM"):
+        demo_experiment("tiny", defenses=["Nope"])

@@ -1,7 +1,15 @@
-"""``entrobust run`` under data parallelism: 2 gloo ranks store what one process stores."""
+"""``entrobust run`` under data parallelism: 2 gloo ranks store what one process stores.
+
+Two-rank training sums gradients in another order than one process, so its weights differ from
+one process's by float rounding (and a few sign flips of the PGD ascent, see
+test_distributed_train.py); numbers derived from the weights by an argmax are therefore compared
+where they are exact: one process re-evaluating the weights the ranks trained.
+"""
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +71,15 @@ def _stored(workspace: Path) -> dict[str, Any]:
     }
 
 
+def _forget_evaluations(workspace: Path) -> None:
+    """Drop every stored evaluation and analysis, so that the next run computes them again."""
+    with sqlite3.connect(workspace / "results.sqlite") as db:
+        db.execute("DELETE FROM examples")
+        db.execute("DELETE FROM evaluations")
+        db.execute("DELETE FROM analyses")
+        db.execute("DELETE FROM stages WHERE stage LIKE 'eval:%' OR stage LIKE 'analysis:%'")
+
+
 def test_run_on_two_ranks_stores_what_one_process_stores(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     from entrobust.experiments.runner import run_experiment
@@ -71,11 +88,19 @@ def test_run_on_two_ranks_stores_what_one_process_stores(tmp_path: Path) -> None
     out = spawn(_run, 2, str(tmp_path / "two"), tmp=tmp_path)
     assert out[0]["report"] and not out[1]["report"]  # rank 0 alone writes the report
     one, two = _stored(tmp_path / "one"), _stored(tmp_path / "two")
-    assert two["evals"] and two["evals"] == one["evals"]  # each (row, ε) stored once, same numbers
+    keys = [e[:3] for e in two["evals"]]
+    assert keys and keys == [e[:3] for e in one["evals"]]  # each (row, ε, n) stored once, as one process
     assert len(two["epochs"][0]) == 1  # the epoch row was written once
     a, b = one["epochs"][0][0], two["epochs"][0][0]
-    assert abs(a["train_loss"] - b["train_loss"]) < 1e-5
-    assert two["fuzziness"] == one["fuzziness"] or _close(two["fuzziness"], one["fuzziness"])
+    assert abs(a["train_loss"] - b["train_loss"]) < 1e-3 * max(1.0, abs(a["train_loss"]))
+
+    # the ranks' sharded evaluations and analyses equal one process evaluating the same weights
+    shutil.copytree(tmp_path / "two", tmp_path / "replay")
+    _forget_evaluations(tmp_path / "replay")
+    run_experiment(_study(), tmp_path / "replay", report=False, stages=("evaluate", "analyse"))
+    replay = _stored(tmp_path / "replay")
+    assert replay["evals"] == two["evals"]
+    assert _close(replay["fuzziness"], two["fuzziness"])
 
 
 def _close(a: Any, b: Any) -> bool:

@@ -2,11 +2,17 @@
 
 Tolerances (why they are not zero): a DDP step averages per-rank mean gradients with an
 all-reduce, a single process takes one mean over the whole batch — the same sum in another
-order, so weights agree to float32 rounding (~1e-8 here; we allow 1e-6). TRADES is looser: its
-inner KL ascent starts σ = 0.001 from the clean input, where input gradients are ~1e-7, and a
-convolution run on 8 instead of 16 examples rounds differently (~1e-10); that can flip sign(∇) of a
-single pixel, which then moves by 2α. A handful of such pixels shifts the weights by ~1e-4 after
-a few steps, so TRADES is compared at 2e-3 (max |w| is ~0.3).
+order, so weights agree to float32 rounding (~1e-8 here; we allow 1e-6 for plain training).
+Adversarial training is looser: its inner ascent takes sign(∇ₓ) of input gradients as small as
+~1e-7 (TRADES starts σ = 0.001 from the clean input), and a convolution run on 8 instead of 16
+examples rounds differently (~1e-10) — differently again on CPUs with and without AVX-512. That
+can flip the sign of single pixels, which then move by 2α. A handful of such pixels shifts the
+weights by ~1e-4 after a few steps (measured 3.8e-4 on AVX2, 4.2e-4 on AVX-512), so adversarial
+presets are compared at 2e-3 (max |w| is ~0.3).
+
+Accuracies are never compared between models whose weights differ: an argmax near a tie flips on
+the last bit. Validation is checked where it is exact — the ranks' sharded validation of their
+final weights against one process validating those same weights (the same batches, one thread).
 """
 
 from __future__ import annotations
@@ -62,7 +68,26 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
-@pytest.mark.parametrize(("preset", "tol"), [("ru/pat", 1e-6), ("ru/trades", 2e-3)])
+def _validate(cfg: Any, weights: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """One process validating ``weights`` (what the ranks' sharded validation must count)."""
+    trainer = Trainer(cfg, None, progress=False)
+    trainer.setup()
+    assert trainer.model is not None
+    trainer.model.load_state_dict(weights)
+    return trainer.validate()
+
+
+EXACT, ADVERSARIAL = 1e-6, 2e-3  # see the module docstring
+
+
+@pytest.mark.parametrize(
+    ("preset", "tol"),
+    [
+        ("ru/normal", EXACT),
+        ("ru/trades", ADVERSARIAL),
+        pytest.param("ru/pat", ADVERSARIAL, marks=pytest.mark.slow),
+    ],
+)
 def test_two_ranks_match_one_process_on_the_global_batch(tmp_path: Path, preset: str, tol: float) -> None:
     torch.set_num_threads(1)
     cfg = _config(preset)
@@ -75,12 +100,18 @@ def test_two_ranks_match_one_process_on_the_global_batch(tmp_path: Path, preset:
     assert _max_diff(w0, _weights(single.model)) <= tol
     assert h0[-1]["train_loss"] == pytest.approx(single.history[-1]["train_loss"], rel=10 * tol)
     # validation is sharded by batches with a seeded attack: the same counts as one process
-    assert h0[-1]["val_clean_acc"] == single.history[-1]["val_clean_acc"]
+    # validating the same weights
+    val = _validate(cfg, w0)
+    assert h0[-1]["val_clean_acc"] == val["val_clean_acc"]
+    assert h0[-1].get("val_robust_acc") == val.get("val_robust_acc")
 
 
-def test_resume_across_world_sizes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("preset", "tol"), [("ru/normal", EXACT), pytest.param("ru/pat", ADVERSARIAL, marks=pytest.mark.slow)]
+)
+def test_resume_across_world_sizes(tmp_path: Path, preset: str, tol: float) -> None:
     torch.set_num_threads(1)
-    one, two = _config("ru/pat", epochs=1), _config("ru/pat", epochs=2)
+    one, two = _config(preset, epochs=1), _config(preset, epochs=2)
     straight = Trainer(two, None, progress=False).fit()
     reference = _weights(straight.model)
 
@@ -88,14 +119,14 @@ def test_resume_across_world_sizes(tmp_path: Path) -> None:
     spawn(_fit, 2, one, str(tmp_path / "a"), False, tmp=tmp_path)
     resumed = Trainer(two, tmp_path / "a", progress=False).fit(resume=True)
     assert resumed.resumed_from_epoch == 1
-    assert _max_diff(_weights(resumed.model), reference) <= 1e-6
+    assert _max_diff(_weights(resumed.model), reference) <= tol
 
     # one process writes epoch 1, 2 ranks resume to epoch 2
     Trainer(one, tmp_path / "b", progress=False).fit()
     (w0, h0), (w1, _) = spawn(_fit, 2, two, str(tmp_path / "b"), True, tmp=tmp_path)
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     assert [h["epoch"] for h in h0] == [1, 2]
-    assert _max_diff(w0, reference) <= 1e-6
+    assert _max_diff(w0, reference) <= tol
 
 
 def test_batch_noise_is_the_global_batch_sliced() -> None:

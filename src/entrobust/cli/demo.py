@@ -31,11 +31,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--threads", type=int, default=1, help="torch CPU threads (default: 1; see docs/experiments.md)"
     )
     p.add_argument("--progress", action="store_true", help="also show tqdm bars for epochs and attacks")
+    p.add_argument(
+        "--wait", action="store_true", help="if another process is running in OUT, wait for it to finish"
+    )
+    p.add_argument(
+        "--defenses",
+        metavar="LABELS",
+        help="comma-separated subset of the demo's defenses, e.g. PAT,TRADES (their black-box surrogates "
+        "are added; default: all twelve)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from entrobust.experiments.demo import run_demo
 
-    run_demo(args.out, scale=args.scale, device=args.device, threads=args.threads, progress=args.progress)
+    defenses = None if args.defenses is None else [d.strip() for d in args.defenses.split(",") if d.strip()]
+    run_demo(
+        args.out,
+        scale=args.scale,
+        device=args.device,
+        threads=args.threads,
+        progress=args.progress,
+        defenses=defenses,
+        wait=args.wait,
+    )
     return 0

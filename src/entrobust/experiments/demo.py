@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,35 @@ def _ru_suite(rows: tuple[str, ...]) -> str:
     return ",".join(f"{r}:restarts=1:label={r}" for r in rows)
 
 
-def _definition(scale: str) -> dict[str, Any]:
+def _chosen(labels: tuple[str, ...] | None) -> tuple[tuple[str, str, str | None], ...]:
+    """The demo's defenses named by ``labels`` (all when ``None``), with the surrogates their
+    black-box rows transfer from."""
+    if labels is None:
+        return DEMO_DEFENSES
+    known = [lab for _, lab, _ in DEMO_DEFENSES]
+    unknown = [lab for lab in labels if lab not in known]
+    if unknown or not labels:
+        raise ConfigError(f"unknown demo defense(s) {unknown}; valid: {', '.join(known)}")
+    wanted = set(labels)
+    wanted |= {s for _, lab, s in DEMO_DEFENSES if lab in wanted and s is not None}
+    return tuple(d for d in DEMO_DEFENSES if d[1] in wanted)
+
+
+def _keep_only(entries: list[dict[str, Any]], labels: set[str]) -> list[dict[str, Any]]:
+    """Entries restricted with ``only`` to the chosen defenses; those left with none are dropped."""
+    kept = []
+    for e in entries:
+        if "only" in e:
+            e = {**e, "only": [lab for lab in e["only"] if lab in labels]}
+            if not e["only"]:
+                continue
+        kept.append(e)
+    return kept
+
+
+def _definition(
+    scale: str, defenses: tuple[tuple[str, str, str | None], ...] = DEMO_DEFENSES
+) -> dict[str, Any]:
     tiny = scale == "tiny"
     n, n_aa = (32, 16) if tiny else (200, 100)
     geometry_for = ["Normal", "EntM", "PAT", "PAT-EntM"]
@@ -72,9 +101,7 @@ def _definition(scale: str) -> dict[str, Any]:
         "threads": 1,
         # validation robust accuracy (training curves) on 100 of the 300 held-out digits
         "overrides": {"validation.robust_examples": 16 if tiny else 100},
-        "defense": [
-            {"preset": p, "label": lab, **({"surrogate": s} if s else {})} for p, lab, s in DEMO_DEFENSES
-        ],
+        "defense": [{"preset": p, "label": lab, **({"surrogate": s} if s else {})} for p, lab, s in defenses],
         "evaluation": [
             {
                 "name": "white-box",
@@ -138,11 +165,28 @@ def _definition(scale: str) -> dict[str, Any]:
     }
 
 
-def demo_experiment(scale: str = "cpu", *, device: str = "auto", threads: int | None = 1) -> Experiment:
-    """The demo as an :class:`Experiment` (validated like any experiment file)."""
+def demo_experiment(
+    scale: str = "cpu",
+    *,
+    device: str = "auto",
+    threads: int | None = 1,
+    defenses: Sequence[str] | None = None,
+) -> Experiment:
+    """The demo as an :class:`Experiment` (validated like any experiment file).
+
+    ``defenses`` keeps only the named ones (labels of :data:`DEMO_DEFENSES`, e.g. ``["PAT"]``) plus
+    the surrogates their black-box rows transfer from; evaluations and analyses restricted to
+    defenses that are left out are dropped.
+    """
     if scale not in DEMO_SCALES:
         raise ConfigError(f"demo scale must be one of {', '.join(DEMO_SCALES)}, got {scale!r}")
-    data = copy.deepcopy(_definition(scale))
+    chosen = _chosen(None if defenses is None else tuple(defenses))
+    data = copy.deepcopy(_definition(scale, chosen))
+    labels = {lab for _, lab, _ in chosen}
+    data["evaluation"] = _keep_only(data["evaluation"], labels)
+    data["analysis"] = {
+        kind: kept[0] for kind, a in data["analysis"].items() if (kept := _keep_only([a], labels))
+    }
     data["device"] = device
     if threads is None:
         data.pop("threads")
@@ -159,6 +203,8 @@ def run_demo(
     threads: int | None = 1,
     progress: bool = False,
     log: Any = None,
+    defenses: Sequence[str] | None = None,
+    wait: bool = False,
 ) -> Any:
     """Run (or resume) the demo into ``out``: workspace, ``report.html``, ``report.md``; print where
     it is as it goes and the claims table at the end. Returns the
@@ -166,12 +212,12 @@ def run_demo(
     from entrobust.experiments.claims import format_claims
     from entrobust.experiments.runner import Progress, run_experiment
 
-    exp = demo_experiment(scale, device=device, threads=threads)
+    exp = demo_experiment(scale, device=device, threads=threads, defenses=defenses)
     log = log if log is not None else Progress()
     out = Path(out)
     t0 = time.perf_counter()
     log(f"entrobust demo ({scale} scale): {len(exp.defenses)} defenses on mnist5k → {out.resolve()}")
-    result = run_experiment(exp, out, log=log, progress=progress, report_dir=out)
+    result = run_experiment(exp, out, log=log, progress=progress, report_dir=out, wait=wait)
     log(f"demo finished in {time.perf_counter() - t0:.1f}s")
     if log.stream is not None:
         print("\nClaims check (the papers' claims on these results):", file=log.stream)
