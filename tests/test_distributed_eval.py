@@ -27,6 +27,8 @@ from entrobust.diagnostics.obfuscation import AuditReport, audit
 from entrobust.errors import ConfigError
 from entrobust.evaluation import EvalResult, SuiteEntry, evaluate
 
+pytestmark = pytest.mark.multiprocess  # gloo ranks: run alone, after the parallel part
+
 torch.set_num_threads(1)
 
 SUITE = "fgsm,pgd:steps=4:restarts=2"  # the pgd row has uniform random starts

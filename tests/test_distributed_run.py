@@ -13,12 +13,15 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 import tomllib
 import torch
 
 from _distributed import spawn
 from entrobust.experiments.spec import experiment_from_dict
 from entrobust.experiments.store import Store
+
+pytestmark = pytest.mark.multiprocess  # gloo ranks: run alone, after the parallel part
 
 STUDY = """
 name = "ddp-study"

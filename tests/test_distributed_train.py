@@ -80,6 +80,7 @@ def _validate(cfg: Any, weights: dict[str, torch.Tensor]) -> dict[str, Any]:
 EXACT, ADVERSARIAL = 1e-6, 2e-3  # see the module docstring
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize(
     ("preset", "tol"),
     [
@@ -106,6 +107,7 @@ def test_two_ranks_match_one_process_on_the_global_batch(tmp_path: Path, preset:
     assert h0[-1].get("val_robust_acc") == val.get("val_robust_acc")
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize(
     ("preset", "tol"), [("ru/normal", EXACT), pytest.param("ru/pat", ADVERSARIAL, marks=pytest.mark.slow)]
 )
@@ -184,6 +186,7 @@ def test_bf16_training_runs_with_float32_losses() -> None:
         cfg.with_overrides({"accel.amp": "fp16"})
 
 
+@pytest.mark.multiprocess
 def test_cli_train_under_torchrun(tmp_path: Path) -> None:
     """``torchrun --nproc_per_node 2 -m entrobust train`` works unchanged; rank 0 alone prints."""
     out = tmp_path / "run"
