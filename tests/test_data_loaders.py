@@ -217,7 +217,9 @@ def test_idx_missing_file_hints_download(tmp_path: Path) -> None:
     _write_mnist(tmp_path / "mnist")
     (tmp_path / "mnist" / "t10k-labels-idx1-ubyte").unlink()
     load_dataset("mnist", "train", root=tmp_path)  # train files are still there
-    with pytest.raises(MissingFileError, match=r"cannot find t10k-labels-idx1-ubyte\[\.gz\].*--download"):
+    with pytest.raises(
+        MissingFileError, match=r"cannot find t10k-labels-idx1-ubyte\[\.gz\].*download\('mnist', "
+    ):
         load_dataset("mnist", "test", root=tmp_path)
 
 
@@ -384,7 +386,7 @@ def test_cifar100_uses_fine_labels(tmp_path: Path) -> None:
 
 def test_cifar_missing(tmp_path: Path) -> None:
     with pytest.raises(
-        MissingFileError, match=r"cifar100: cannot find .*cifar-100-python\.tar\.gz.*--download"
+        MissingFileError, match=r"cifar100: cannot find .*cifar-100-python\.tar\.gz.*download\('cifar100', "
     ):
         load_dataset("cifar100", "train", root=tmp_path)
 

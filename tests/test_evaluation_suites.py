@@ -137,3 +137,56 @@ def test_real_autoattack_standard_runs(digits_model):
     assert res.robust_accuracy() <= res.clean_accuracy
     stats = res.attack_stats()
     assert stats[0]["n_attacked"] == int(res.clean["clean_correct"].sum())
+
+
+class _AlwaysZero(nn.Module):
+    """Predicts class 0 for every input (so every example labelled 1 is misclassified clean)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], 10) + self.w
+        logits[:, 0] = 1.0
+        return logits
+
+
+def _all_misclassified() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return _AlwaysZero(), torch.rand(12, 1, 4, 4, generator=g), torch.ones(12, dtype=torch.long)
+
+
+@pytest.mark.parametrize(
+    ("suite", "message"),
+    [
+        ("pgd:steps=0", "suite row 'pgd(steps=0)': steps must be an integer >= 1, got 0"),
+        ("fgsm,pgd:stepz=3", "unknown option(s) ['stepz'] for attack 'pgd'; valid: "),
+        ("fgsm,square:n_queries=0", "suite row 'square(n_queries=0)'"),
+    ],
+)
+def test_bad_attack_options_fail_before_any_work_even_with_nothing_to_attack(suite, message):
+    """Every point is misclassified clean, so no attack would ever run: the options are still
+    checked first (attacks are built, not run), never a table of zeros."""
+    model, x, y = _all_misclassified()
+    with pytest.raises(ConfigError) as info:
+        evaluate(model, (x, y), suite, eps=[0.1], progress=False)
+    assert message in str(info.value)
+
+
+def test_an_all_misclassified_set_gives_a_valid_result():
+    model, x, y = _all_misclassified()
+    result = evaluate(model, (x, y), "fgsm,pgd:steps=2", eps=[0.1, 0.2], progress=False)
+    assert result.clean_accuracy == 0.0
+    assert sorted(result.accuracy_by_eps()) == pytest.approx([0.1, 0.2])
+    assert all(a == 0.0 for a in result.accuracy_by_eps().values())
+
+
+def test_check_suite_builds_every_step_without_running_it():
+    from entrobust.evaluation.suites import check_suite
+
+    check_suite(get_suite("quick,minmax", "mnist5k"), (0.1, 0.3), "linf")  # valid: no error
+    with pytest.raises(ConfigError, match="needs eps values"):
+        check_suite(get_suite("pgd:steps=3"), (), "linf")
+    with pytest.raises(ConfigError, match=r"suite row 'bim\(steps=-1\)'"):
+        check_suite(get_suite("fgsm,bim:steps=-1"), (0.1,), "linf")

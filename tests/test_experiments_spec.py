@@ -184,3 +184,45 @@ def test_shipped_study_files_are_valid() -> None:
         assert exp.defenses and exp.evaluations, f
         if exp.scale != "paper":  # paper-scale files need dataset files; still validated above
             assert {p.dataset for p in exp.plan()} == {"mnist5k"}, f
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ('suite = "FGSM_32,PGD10-32"', 'suite = "fgsm,pgd:stepz=3"\neps = [0.3]'),
+            "evaluation[0].suite ('fgsm,pgd:stepz=3' on mnist5k): suite row 'pgd(stepz=3)': "
+            "unknown option(s) ['stepz'] for attack 'pgd'; valid: ",
+        ),
+        (('suite = "PGD10-32"', 'suite = "pgd:steps=0"'), "evaluation[1].suite"),
+        (("n = 20", "n = 20\npgd_steps = 0"), "analysis.audit: pgd_steps: steps must be an integer >= 1"),
+        (("n = 20", 'n = 20\nchecks = ["gradient"]'), "analysis.audit: checks: unknown audit check(s)"),
+        (("n = 20", 'n = 20\nnorm = "l3"'), "analysis.audit: norm: unknown norm 'l3'"),
+        (
+            ("[analysis.fuzziness]", "[analysis.fuzziness]\nbins = 0"),
+            "analysis.fuzziness: bins: must be >= 1",
+        ),
+        (
+            ("[analysis.fuzziness]", '[analysis.geometry]\ndistortion = "deepfoo"'),
+            "analysis.geometry: distortion: unknown minimal-distortion attack 'deepfoo'; valid: deepfool, cw",
+        ),
+    ],
+)
+def test_attack_and_analysis_options_are_checked_at_load(
+    tmp_path: Path, edit: tuple[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Options are checked by building each attack / analysis (not running it), at load and in
+    ``entrobust run --dry-run``: a misspelt option never reaches training."""
+    from entrobust.cli import main
+
+    old, new = edit
+    assert old in VALID, old
+    path = _write(tmp_path, VALID.replace(old, new, 1), "study.toml")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert str(info.value).startswith(f"{path}: "), info.value
+    assert message in str(info.value), info.value
+    assert main(["run", str(path), "--dry-run", "--workspace", str(tmp_path / "ws")]) == 2
+    out = capsys.readouterr()
+    assert message in out.err and "training run(s)" not in out.out
+    assert not (tmp_path / "ws").exists()

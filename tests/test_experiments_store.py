@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +100,74 @@ def test_two_processes_writing_lose_no_rows(tmp_path: Path) -> None:
 def test_config_hash_is_order_independent() -> None:
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def _racing_writer(path: str, worker: int, n: int, start: Any) -> None:
+    import entrobust.experiments.store as store_mod
+
+    store_mod.library_versions = lambda: {"entrobust": "test"}  # keep torch out of the children
+    start.wait()  # every process opens the (not yet existing) file at the same moment
+    store = Store(path, timeout=0.05, retries=400)  # a short busy timeout: the retry loop must cope
+    rid = store.add_run({"worker": worker}, name=f"w{worker}", seed=worker)
+    for i in range(n):
+        store.add_epoch(rid, i, {"worker": worker, "i": i})
+        store.add_artifact(rid, "plot", f"/nowhere/{worker}-{i}.png")
+
+
+@pytest.mark.multiprocess  # six busy writers: run alone
+def test_six_processes_creating_and_writing_lose_no_rows(tmp_path: Path) -> None:
+    path = str(tmp_path / "r.sqlite")  # not created beforehand: opening races too
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(6)
+    procs = [ctx.Process(target=_racing_writer, args=(path, w, 15, start)) for w in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * 6
+    store = Store(path)
+    runs = store.runs()
+    assert len(runs) == 6
+    for run in runs:
+        assert len(store.epochs(run.id)) == 15
+        assert len(store.artifacts(run.id)) == 15
+
+
+def test_recording_an_artifact_again_replaces_it(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    report = tmp_path / "report.html"
+    for text in ("a", "b", "c"):  # a report re-rendered three times
+        report.write_text(text, encoding="utf-8")
+        store.add_artifact(None, "report", report)
+    (row,) = store.artifacts()
+    assert row["sha256"] == hashlib.sha256(b"c").hexdigest()
+    rid = store.add_run({"x": 1}, name="x")
+    store.add_artifact(rid, "checkpoint", report)
+    store.add_artifact(rid, "checkpoint", report)
+    assert len(store.artifacts(rid)) == 1 and len(store.artifacts()) == 2
+
+
+def _readonly_media(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SQLite connection opens the file read-only, as on a read-only mount (the tests run as
+    root, for whom ``chmod`` stops nothing)."""
+    real = sqlite3.connect
+
+    def connect(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        if not kwargs.get("uri"):
+            database, kwargs["uri"] = f"file:{Path(database).resolve()}?mode=ro", True
+        return real(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+
+
+def test_store_on_readonly_media_opens_readonly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "r.sqlite"
+    rid = Store(path).add_run({"x": 1}, name="x", seed=0)
+    _readonly_media(monkeypatch)
+    store = Store(path, readonly=True)
+    assert [r.id for r in store.runs()] == [rid] and store.schema_version == SCHEMA_VERSION
+    with pytest.raises(EntrobustError, match="read-only"):
+        store.set_status(rid, "done")
+    with pytest.raises(OSError, match="readonly") as ei:  # a writer gets an OSError naming the file
+        Store(path).add_run({"x": 2}, name="y")
+    assert ei.value.filename == str(path)

@@ -1,7 +1,9 @@
 """The ``entrobust`` command line: a thin layer over the library (STYLE rule 13).
 
 Each subcommand lives in ``entrobust.cli.<name>`` with ``add_parser(sub)`` and ``run(args)``.
-User mistakes (:class:`~entrobust.errors.EntrobustError`) print one line and exit with 2.
+User mistakes (:class:`~entrobust.errors.EntrobustError`) print one line and exit with 2;
+failures of the file system (read-only folder, disk full, ...) print one line naming the path and
+exit with 1.
 """
 
 from __future__ import annotations
@@ -53,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
+    """``PATH: reason`` for an OS error; one raised without a file name (``ENOSPC`` from a
+    buffered write, say) names the command's output folder instead."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None:
+        second = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+        return f"{exc.filename}{second}: {reason}"
+    folder = getattr(args, "out", None) or getattr(args, "workspace", None)
+    return f"{reason} (while writing under {folder})" if folder else reason
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and of ``python -m entrobust``."""
     parser = build_parser()
@@ -68,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("entrobust: interrupted", file=sys.stderr)
         code = 130
+    except OSError as exc:
+        print(f"entrobust: error: {_os_error_line(exc, args)}", file=sys.stderr)
+        code = 1
     from entrobust import distributed
 
     if distributed.launched():  # a torchrun rank: leave without gloo's teardown race

@@ -2,7 +2,9 @@
 
 Trains what is missing, evaluates, analyses and writes the report (see
 :mod:`entrobust.experiments.runner`). Rerunning after an interruption — even ``kill -9`` —
-continues where it stopped; finished work is never repeated.
+continues where it stopped; finished work is never repeated. One process at a time per workspace:
+a second one stops at once naming the first (pid, host, start), or with ``--wait`` waits for it
+(:mod:`entrobust.experiments.lock`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="validate the file and print the plan; run nothing")
     p.add_argument("--progress", action="store_true", help="also show tqdm bars for epochs and attacks")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another process is running in the workspace, wait for it to finish (default: stop)",
+    )
     p.set_defaults(func=run)
 
 
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             report=not args.no_report,
             report_dir=args.report_dir,
             stages=stages,
+            wait=args.wait,
         )
     finally:
         distributed.shutdown()

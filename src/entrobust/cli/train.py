@@ -6,9 +6,12 @@ Examples::
     entrobust train --preset ru/pat-entm --dataset cifar10 --scale paper --out runs/pat-entm
     entrobust train --config my.toml --set optimizer.lr=0.05 --set method.objective.params.lam=3
     entrobust train --out runs/pat-entm --resume
+    entrobust train --preset ru/pat-entm --out runs/pat-entm --overwrite
 
 Without ``--preset`` or ``--config`` the plain ``ce`` method is trained. The resolved config is
-saved as ``config.json`` / ``config.toml`` next to the checkpoints in ``--out``.
+saved as ``config.json`` / ``config.toml`` next to the checkpoints in ``--out``. A non-empty
+``--out`` that is not a run of the same config is refused unless ``--overwrite`` is given (see
+:mod:`entrobust.training.outdir`); the folder is checked before anything is built or written.
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run_g.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
+    run_g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into a non-empty --out that holds another run or other files, replacing its run files",
+    )
     run_g.add_argument("--device", help="auto, cpu, cuda[:N] or mps")
     run_g.add_argument("--threads", type=int, help="CPU threads for torch")
     run_g.add_argument("--data-root", dest="data_root", help="where dataset files live")
@@ -88,7 +96,10 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
         cfg_path = Path(args.out) / "config.json"
         if not cfg_path.exists():
-            raise ConfigError(f"--resume: {cfg_path} not found (is {args.out} a training run?)")
+            raise ConfigError(
+                f"nothing to resume: {args.out} holds no training run ({cfg_path.name} not found); to start "
+                f"one there run: entrobust train --preset NAME (or --config FILE) --out {args.out}"
+            )
         cfg = _load(cfg_path)
     elif args.preset:
         cfg = preset_config(args.preset, dataset=args.dataset, scale=args.scale)
@@ -123,15 +134,20 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 
 def _default_out(cfg: Any, name: str) -> Path:
-    """``runs/<name>-<dataset>[-N]``: the first that holds no run (the same on every rank)."""
-    from entrobust.training.trainer import STATE_FILE
+    """``runs/<name>-<dataset>[-N]``: the first that a fresh run of ``cfg`` may use (missing, empty,
+    or this config stopped before its first epoch; the same on every rank)."""
+    from entrobust.errors import EntrobustError
+    from entrobust.training.outdir import check_out_dir
 
     base = Path("runs") / f"{_slug(name)}-{_slug(cfg.dataset)}"
     out, n = base, 1
-    while (out / STATE_FILE).exists():
-        n += 1
-        out = base.with_name(f"{base.name}-{n}")
-    return out
+    while True:
+        try:
+            check_out_dir(out, cfg)
+            return out
+        except EntrobustError:
+            n += 1
+            out = base.with_name(f"{base.name}-{n}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,7 +188,7 @@ def _train(args: argparse.Namespace, cfg: Any, main: bool) -> int:
     ranks = f", {world} ranks, {cfg.batch_size // world} examples each per batch" if world > 1 else ""
     say(f"training {label} on {cfg.dataset} ({cfg.model}, {cfg.epochs} epochs{ranks}) -> {out}")
     trainer = Trainer(cfg, out, progress=False if args.no_progress else None, log=say)
-    result = trainer.fit(resume=args.resume)
+    result = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     if result.stopped_early:
         say(f"early stop after epoch {result.last['epoch'] if result.last else '?'}")
     if args.no_test or not main:

@@ -31,7 +31,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
 
 
 def open_store(workspace: str) -> Store:
-    """The results store of ``workspace``; a clear error when there is none yet."""
+    """The results store of ``workspace``, opened read-only (these commands never write, need no
+    workspace lock and work on read-only media); a clear error when there is none yet."""
     from entrobust.errors import EntrobustError
     from entrobust.experiments.runner import store_path
     from entrobust.experiments.store import Store
@@ -39,4 +40,4 @@ def open_store(workspace: str) -> Store:
     path = store_path(workspace)
     if not path.exists():
         raise EntrobustError(f"no results store at {path}; run an experiment first (entrobust run / demo)")
-    return Store(path)
+    return Store(path, readonly=True)

@@ -76,9 +76,11 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def _missing(name: str, what: str, dirs: Sequence[Path]) -> MissingFileError:
     where = ", ".join(str(d) for d in dict.fromkeys(dirs))
+    root = dirs[1] if len(dirs) > 1 else dirs[0]  # dataset_dirs(name, root) lists root second
     return MissingFileError(
-        f"{name}: cannot find {what} in {where}; pass download=True (CLI: --download) to fetch it, "
-        f"or put the official files there"
+        f"{name}: cannot find {what} in {where}; fetch it with "
+        f"python -c \"from entrobust.data import download; download('{name}', '{root}')\" "
+        f"(or load_dataset(..., download=True) in Python), or put the official files there"
     )
 
 

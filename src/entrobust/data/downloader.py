@@ -12,7 +12,10 @@ Guarantees:
   more from scratch before giving up. The ``.part`` left after a network failure is the only
   partial file ever left behind — deliberately, so a 170 MB download does not restart from zero.
 * **Retries** with exponential backoff on connection errors, timeouts, truncated bodies and
-  HTTP 408/429/5xx; other HTTP errors (404, 403) move on to the next mirror at once.
+  HTTP 408/429/5xx; other HTTP errors (404, 403) move on to the next mirror at once, and so does
+  a mirror that answers with an HTML page (``Content-Type: text/html``: a login or error page
+  served with status 200) or whose file fails the checksum. Only when every mirror has failed is
+  the error raised, naming each mirror's failure.
 
 Not safe for several processes downloading the same file at once: download on one rank first.
 Only :mod:`urllib` is used.
@@ -155,6 +158,9 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str
                 raise _Transient(f"server answered Range bytes={offset}- with {crange!r}; restarting")
         else:
             offset = 0  # no Range asked, or the server ignored it: start over
+        ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype in ("text/html", "application/xhtml+xml"):  # an error or login page, not the file
+            raise _Permanent(f"answered with an HTML page ({ctype}), not the file")
         length_hdr = resp.headers.get("Content-Length")
         length = int(length_hdr) if length_hdr and length_hdr.isdigit() else None
         received = 0
@@ -218,8 +224,10 @@ def download_file(
         return dest
     part = dest.with_name(dest.name + ".part")
     errors: list[str] = []
+    mismatch: str | None = None  # set when the mirror tried last served a file failing the checksum
     restarted = False
     for url in mirrors:
+        mismatch = None
         attempt = 0
         while attempt <= retries:
             try:
@@ -247,12 +255,19 @@ def download_file(
                 if resumed and not restarted:  # a stale or mismatched .part: one clean retry
                     restarted = True
                     continue
-                raise DataError(
+                mismatch = (
                     f"{dest.name}: checksum mismatch: expected {algorithm} {expected}, got {actual} "
                     f"(downloaded from {url}); the download was deleted"
                 )
+                errors.append(f"{url}: checksum mismatch ({algorithm} {actual})")
+                break  # this mirror serves something else: try the next one
             os.replace(part, dest)
             return dest
+    if mismatch is not None:
+        earlier = errors[:-1]
+        raise DataError(mismatch + (f"; other mirrors: {'; '.join(earlier[-3:])}" if earlier else ""))
+    if part.exists() and part.stat().st_size == 0:
+        part.unlink()  # nothing worth resuming
     kept = f"; the partial download {part} is kept and will be resumed" if part.exists() else ""
     raise DataError(f"{dest.name}: download failed ({'; '.join(errors[-4:])}){kept}")
 

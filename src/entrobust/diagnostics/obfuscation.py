@@ -56,6 +56,17 @@ from entrobust.evaluation.sharding import on_main, sharded_map
 from entrobust.io import atomic_write_text
 
 Status = Literal["pass", "warn", "fail"]
+
+#: the checks :func:`audit` can run, in the order it runs them
+AUDIT_CHECKS: tuple[str, ...] = (
+    "gradients",
+    "single-vs-multi",
+    "transfer-gap",
+    "random-search",
+    "eps-curve",
+    "steps-curve",
+    "unbounded",
+)
 T = TypeVar("T")
 _ORDER = {"pass": 0, "warn": 1, "fail": 2}
 
@@ -404,15 +415,7 @@ def audit(
     say = log if log is not None and distributed.is_main() else (lambda _msg: None)
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module  # ranks run different batches: DDP's per-forward collectives would hang
-    valid = (
-        "gradients",
-        "single-vs-multi",
-        "transfer-gap",
-        "random-search",
-        "eps-curve",
-        "steps-curve",
-        "unbounded",
-    )
+    valid = AUDIT_CHECKS
     wanted = list(valid) if checks is None else list(checks)
     unknown = sorted(set(wanted) - set(valid))
     if unknown:

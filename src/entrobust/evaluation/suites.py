@@ -37,6 +37,8 @@ __all__ = [
     "SUITES",
     "Suite",
     "SuiteEntry",
+    "build_entry",
+    "check_suite",
     "dataset_family",
     "get_suite",
     "parse_value",
@@ -203,6 +205,52 @@ def concat(suites: Sequence[Suite], name: str | None = None) -> Suite:
         for family, values in suite.eps.items():
             eps.setdefault(family, values)
     return Suite(name or ",".join(s.name for s in suites), tuple(entries), "custom", eps)
+
+
+# ------------------------------------------------------------------------------ building rows
+def build_entry(entry: SuiteEntry, eps: float, norm: str, *, allow_large_eps: bool = False) -> Attack:
+    """The attack of row ``entry`` at ``eps`` in ``norm`` (``entry.norm`` wins when set); built,
+    not run.
+
+    Raises:
+        ConfigError: the row's options are unknown or invalid for its attack (the message names
+            the row and lists the attack's valid options), or it is a targeted attack without its
+            own target selection. UnknownNameError: the attack name is unknown.
+    """
+    from entrobust.attacks.threat import ThreatModel
+    from entrobust.errors import EntrobustError
+
+    threat = ThreatModel(entry.norm or norm, eps, allow_large_eps=allow_large_eps)
+    try:
+        if isinstance(entry.attack, str):
+            from entrobust.attacks.registry import build_attack
+
+            attack = build_attack(entry.attack, threat, **dict(entry.kwargs))
+        else:
+            attack = entry.attack(threat, **dict(entry.kwargs))
+    except EntrobustError as exc:
+        cls = UnknownNameError if isinstance(exc, UnknownNameError) else ConfigError
+        raise cls(f"suite row {entry.label!r}: {exc}") from None
+    if not isinstance(attack, Attack):
+        raise ConfigError(f"suite row {entry.label!r} did not build an Attack (got {type(attack).__name__})")
+    if attack.targeted:
+        raise ConfigError(
+            f"suite row {entry.label!r}: {type(attack).__name__} is targeted and needs target classes; "
+            "use an attack that picks its own targets (apgd-t, fab-t)"
+        )
+    return attack
+
+
+def check_suite(suite: Suite, eps: Sequence[float], norm: str = "linf") -> None:
+    """Build (never run) the attack of every (ε, row) step an evaluation of ``suite`` at ``eps``
+    would run, so bad attack options fail before any work starts — also when no example would
+    ever reach an attack (every point misclassified clean). Raises as :func:`build_entry`, or
+    :class:`ConfigError` when rows without a fixed ε get no ε values."""
+    from entrobust.evaluation.evaluate import build_plan
+
+    _, steps = build_plan(suite, eps, norm)
+    for step in steps:
+        build_entry(suite.entries[step.entry_index], step.eps, step.norm)
 
 
 # ------------------------------------------------------------------------------ dataset family

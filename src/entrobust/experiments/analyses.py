@@ -13,7 +13,10 @@ kind           scope     what it stores (source)
 =============  ========  ==========================================================================
 
 Each kind has typed defaults; :meth:`Analysis.validate` rejects unknown parameters and wrong
-types by name, so an experiment file fails on load, not after an hour of training.
+types by name, then checks every value by building what the analysis would build (its threat
+model and attacks from the registry, its minimal-distortion attack) without running anything, so
+an experiment file fails on load — and in ``entrobust run --dry-run`` — not after an hour of
+training.
 """
 
 from __future__ import annotations
@@ -49,27 +52,49 @@ class AnalysisContext:
 
 
 AnalysisFn = Callable[[AnalysisContext, dict[str, Any]], dict[str, Any]]
+CheckFn = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """One analysis kind: ``fn(context, params) -> JSON dict``, its defaults and scope."""
+    """One analysis kind: ``fn(context, params) -> JSON dict``, its defaults and scope.
+
+    ``check(params)`` (optional) raises :class:`ConfigError` for a bad value, building — never
+    running — whatever ``fn`` would build from ``params``.
+    """
 
     name: str
     fn: AnalysisFn
     defaults: Mapping[str, Any]
     scope: str = "run"  # "run" (once per trained model) or "study" (once per experiment)
     description: str = ""
+    check: CheckFn | None = None
 
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults updated by ``params``; unknown keys and wrong types raise naming the key."""
+        """Defaults updated by ``params``; unknown keys, wrong types and bad values raise naming
+        the key (and, for unknown keys, the valid ones)."""
         out = dict(self.defaults)
         for k, v in params.items():
             if k not in self.defaults:
                 raise ConfigError(f"unknown parameter {k!r}; valid: {', '.join(sorted(self.defaults))}")
             d = self.defaults[k]
             out[k] = _coerce(k, d, v)
+        if self.check is not None:
+            self.check(out)
         return out
+
+
+def _at_least(p: Mapping[str, Any], minimum: float, *keys: str) -> None:
+    for k in keys:
+        if p[k] < minimum:
+            raise ConfigError(f"{k}: must be >= {minimum:g}, got {p[k]!r}")
+
+
+def _positive(p: Mapping[str, Any], *keys: str) -> None:
+    for k in keys:
+        v = p[k]
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"{k}: must be a finite number > 0, got {v!r}")
 
 
 def _coerce(key: str, default: Any, value: Any) -> Any:
@@ -187,6 +212,34 @@ def _audit(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_audit(p: dict[str, Any]) -> None:
+    from entrobust.attacks import ThreatModel, build_attack
+    from entrobust.diagnostics.obfuscation import AUDIT_CHECKS
+
+    _positive(p, "eps")
+    _at_least(p, 1, "n", "random_search_samples", "random_search_n", "curve_n", "surrogate_epochs")
+    unknown = sorted(set(p["checks"]) - set(AUDIT_CHECKS))
+    if unknown:
+        raise ConfigError(f"checks: unknown audit check(s) {unknown}; valid: {', '.join(AUDIT_CHECKS)}")
+    for i, f in enumerate(p["eps_factors"]):
+        if isinstance(f, bool) or not isinstance(f, int | float) or not math.isfinite(f) or f < 0:
+            raise ConfigError(f"eps_factors[{i}]: must be a finite number >= 0, got {f!r}")
+    steps = [("pgd_steps", p["pgd_steps"]), ("curve_steps", p["curve_steps"])]
+    steps += [(f"steps_grid[{i}]", s) for i, s in enumerate(p["steps_grid"])]
+    for key, s in steps:
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise ConfigError(f"{key}: expected an integer, got {s!r}")
+    try:
+        threat = ThreatModel(p["norm"], p["eps"] if p["eps"] is not None else default_eps(None, p["norm"]))
+    except ConfigError as exc:
+        raise ConfigError(f"norm: {exc}") from None
+    for key, s in steps:  # the PGD attacks the audit runs, built from the registry
+        try:
+            build_attack("pgd", threat, steps=s, seed=0)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+
+
 _register(
     Analysis(
         "audit",
@@ -206,6 +259,7 @@ _register(
             "checks": [],
         },
         description="gradient-obfuscation audit with accuracy-vs-eps and accuracy-vs-steps curves (RU §5.2)",
+        check=_check_audit,
     )
 )
 
@@ -232,6 +286,21 @@ def _geometry(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_geometry(p: dict[str, Any]) -> None:
+    from entrobust.diagnostics import default_l2_adversary, default_minimal_l2
+
+    _at_least(p, 1, "n", "batch_size", "power_iters")
+    _at_least(p, 0, "adv_steps")
+    if p["adv_steps"] > 0:
+        _positive(p, "adv_eps")
+        default_l2_adversary(p["adv_eps"], p["adv_steps"])
+    if p["distortion"]:
+        try:
+            default_minimal_l2(p["distortion"])
+        except ConfigError as exc:
+            raise ConfigError(f"distortion: {exc}") from None
+
+
 _register(
     Analysis(
         "geometry",
@@ -246,6 +315,7 @@ _register(
         },
         description="RU Table 4: margin, Jacobian norm, normalized margin, Q_f, distortion correlation, "
         "entropy histograms",
+        check=_check_geometry,
     )
 )
 
@@ -266,12 +336,19 @@ def _fuzziness(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _check_fuzziness(p: dict[str, Any]) -> None:
+    _at_least(p, 1, "bins")
+    _positive(p, "limit")
+    _at_least(p, 0, "zero_width")
+
+
 _register(
     Analysis(
         "fuzziness",
         _fuzziness,
         {"bins": 50, "limit": 0.5, "zero_width": 0.01},
         description="fuzziness of conv weights per layer and weight histograms (Min-Max eqs. 14-15, Table 3)",
+        check=_check_fuzziness,
     )
 )
 
@@ -290,6 +367,12 @@ def _landscape(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     return _finite({"surfaces": surfaces, "radius": p["radius"]})
 
 
+def _check_landscape(p: dict[str, Any]) -> None:
+    _at_least(p, 1, "examples")
+    _at_least(p, 2, "resolution")
+    _positive(p, "radius")
+
+
 _register(
     Analysis(
         "landscape",
@@ -297,6 +380,7 @@ _register(
         {"examples": 1, "radius": 0.04, "resolution": 15},
         description="input-space loss and margin surfaces along sign-gradient and random directions "
         "(RU App. C.2)",
+        check=_check_landscape,
     )
 )
 
@@ -362,6 +446,15 @@ def toy_smoothness(theta1: Any, theta2: Any, surfaces: Mapping[str, Any]) -> dic
     return out
 
 
+def _check_toy(p: dict[str, Any]) -> None:
+    if p["dataset"] not in ("point", "gaussian"):
+        raise ConfigError(f"dataset: unknown toy dataset {p['dataset']!r}; valid: point, gaussian")
+    _at_least(p, 2, "resolution")
+    _at_least(p, 1, "pgd_steps", "pgd_restarts")
+    _at_least(p, 0, "eps")
+    _positive(p, "gamma")
+
+
 _register(
     Analysis(
         "toy",
@@ -369,5 +462,6 @@ _register(
         {"dataset": "point", "eps": 0.6, "resolution": 41, "gamma": 1.0, "pgd_steps": 30, "pgd_restarts": 2},
         scope="study",
         description="Kanai smoothness toy: linear/swish adversarial losses and the EntropySGD-smoothed loss",
+        check=_check_toy,
     )
 )

@@ -16,8 +16,10 @@ Stages, in order, each over every planned run (:func:`~entrobust.experiments.spe
 4. **report** — Markdown + self-contained HTML with the paper tables, plots, audits and claims.
 
 Workspace layout: ``results.sqlite``, ``runs/<run id>/`` (checkpoints, trainer state, evaluation
-state), ``reports/<experiment>/`` (report.md, report.html). Kill it at any point (even
-``kill -9``) and run it again: it ends with the same stored results as a run never interrupted.
+state), ``reports/<experiment>/`` (report.md, report.html), ``entrobust.lock`` (held while a
+runner works there: one runner per workspace, see :mod:`entrobust.experiments.lock`). Kill it at
+any point (even ``kill -9``) and run it again: it ends with the same stored results as a run never
+interrupted.
 """
 
 from __future__ import annotations
@@ -243,7 +245,7 @@ def evaluation_rows(
                 "examples": examples,
             }
         )
-    for e in result.eps:
+    for e in result.attacked_eps:  # a column where no attack ran has no worst case to store
         mask = result.robust_mask(e)
         worst = (
             [{"idx": idx[i], "success": not bool(mask[i])} for i in range(n)] if spec.per_example else None
@@ -395,15 +397,18 @@ class _Runner:
 
     def train_one(self, k: int, pos: str) -> None:
         from entrobust.training import train
-        from entrobust.training.trainer import STATE_FILE
+        from entrobust.training.outdir import STATE_MARKERS
 
         pr, rid = self.plan[k], self.ids[k]
         out = self.run_dir(rid)
-        resume = (out / STATE_FILE).exists()
+        resume = any((out / name).exists() for name in STATE_MARKERS)
         cfg = pr.config
+        # killed before its first epoch ended: only the config was written, so it starts afresh
+        restart = not resume and (out / "config.json").exists()
         self.log(
             f"train {pos} {_describe(pr)}: preset {pr.preset}, {cfg.epochs} epoch(s)"
             + (" — resuming" if resume else "")
+            + (" — restarting (the last attempt stopped before its first epoch ended)" if restart else "")
         )
         self.store.set_status(rid, "running")
         t0 = time.perf_counter()
@@ -420,7 +425,10 @@ class _Runner:
         try:
             result = train(cfg, out, resume=resume, callbacks=[on_epoch], progress=self.progress)
         except BaseException:
-            self.store.set_status(rid, "failed")
+            try:
+                self.store.set_status(rid, "failed")
+            except Exception:  # e.g. the disk is full: the store cannot take it either; the
+                pass  # training error is the one to report (the rerun resumes the run anyway)
             raise
         for m in result.history:  # idempotent; recovers a row lost between checkpoint and store
             self.store.add_epoch(rid, int(m["epoch"]), m)
@@ -586,8 +594,13 @@ def run_experiment(
     report_dir: str | Path | None = None,
     stages: Sequence[str] = ("train", "evaluate", "analyse", "report"),
     on_stage: Callable[[str], Any] | None = None,
+    wait: bool = False,
 ) -> ExperimentResult:
     """Run (or resume) ``exp`` in ``workspace``; see the module docstring.
+
+    The workspace is locked for the whole run (:mod:`entrobust.experiments.lock`): while another
+    process runs in it, this raises :class:`~entrobust.experiments.lock.WorkspaceBusyError` naming
+    that process, before touching anything — or, with ``wait``, starts once it has finished.
 
     Args:
         exp: the experiment (:func:`~entrobust.experiments.spec.load_experiment`).
@@ -597,10 +610,39 @@ def run_experiment(
         report: write the report at the end (``report_dir``, default ``<workspace>/reports/<name>``).
         stages: which stages to run (``train``, ``evaluate``, ``analyse``, ``report``).
         on_stage: called with each stage name as it starts (tests use it to kill at stage edges).
+        wait: wait for another process running in the workspace instead of failing.
     """
+    from contextlib import ExitStack
+
+    from entrobust.experiments.lock import WorkspaceBusyError, workspace_lock
+
+    log = log if log is not None else Progress()
+    with ExitStack() as held:
+        busy = None
+        if distributed.is_main():  # one lock per job: rank 0 holds it for every rank
+            try:
+                held.enter_context(workspace_lock(workspace, wait=wait, log=log))
+            except WorkspaceBusyError as exc:
+                busy = str(exc)
+        busy = distributed.broadcast_object(busy)
+        if busy is not None:
+            raise WorkspaceBusyError(busy)
+        return _run_experiment(exp, workspace, log, progress, report, report_dir, stages, on_stage)
+
+
+def _run_experiment(
+    exp: Experiment,
+    workspace: str | Path,
+    log: Progress,
+    progress: bool,
+    report: bool,
+    report_dir: str | Path | None,
+    stages: Sequence[str],
+    on_stage: Callable[[str], Any] | None,
+) -> ExperimentResult:
+    """:func:`run_experiment` once the workspace lock is held."""
     ws = Path(workspace)
     ws.mkdir(parents=True, exist_ok=True)
-    log = log if log is not None else Progress()
     if not distributed.is_main():
         log = Progress(stream=None)  # under torchrun rank 0 speaks for the job
     unknown = sorted(set(stages) - {"train", "evaluate", "analyse", "report"})

@@ -527,6 +527,7 @@ def validate_names(exp: Experiment) -> None:
     :func:`experiment_from_dict`)."""
     from entrobust.data import DATASETS
     from entrobust.evaluation import get_suite
+    from entrobust.evaluation.suites import check_suite
     from entrobust.experiments.analyses import ANALYSES
     from entrobust.models import MODELS
     from entrobust.report.tables import TABLES
@@ -555,11 +556,13 @@ def validate_names(exp: Experiment) -> None:
                     f"defense[{i}].models[{j}]: unknown model {name!r}; valid: {all_models}"
                 )
     for i, ev in enumerate(exp.evaluations):
-        for ds in exp.datasets:
-            try:
-                get_suite(ev.suite, ds)
+        covered = [d for d in exp.defenses if ev.only is None or d.name in ev.only]
+        for ds in dict.fromkeys(ds for d in covered for ds in d.datasets or exp.datasets):
+            try:  # every attack is built (not run) with its options, at every ε it will run at
+                suite = get_suite(ev.suite, ds)
+                check_suite(suite, ev.eps or suite.default_eps(ds) or (), ev.norm)
             except EntrobustError as exc:
-                raise _renamed(exc, f"evaluation[{i}].suite") from None
+                raise _renamed(exc, f"evaluation[{i}].suite ({ev.suite!r} on {ds})") from None
     for a in exp.analyses:
         if a.kind not in ANALYSES:
             raise UnknownNameError(
@@ -645,6 +648,8 @@ def load_experiment(path: str | Path, *, check_names: bool = True) -> Experiment
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read experiment file {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -6,15 +6,21 @@ Tables: ``runs`` (resolved config, hash, versions, status), ``epochs`` (per-epoc
 ``analyses`` (diagnostics as JSON) and ``artifacts`` (files such as checkpoints and plots).
 
 Safe with several processes writing at once: WAL journal, one short transaction per write,
-a busy timeout and a retry loop on ``database is locked``. The schema is versioned.
+a busy timeout and a retry loop on ``database is locked`` around every step — opening the file,
+creating the schema, each write and each read. The schema is versioned. A store on read-only media
+opens with ``readonly=True`` (what ``entrobust runs``/``report``/``claims`` do). Failures of the
+file itself (disk full, read-only, still locked after every retry) raise :class:`OSError` naming
+the file; nothing is half-written, as every write is one transaction.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -182,20 +188,32 @@ class Store:
     >>> rid = store.add_run({"preset": "ru/pat"}, name="pat-s0", seed=0)  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path, *, timeout: float = 30.0, retries: int = 20) -> None:
+    def __init__(
+        self, path: str | Path, *, timeout: float = 30.0, retries: int = 20, readonly: bool = False
+    ) -> None:
         self.path = Path(path)
         self.timeout = timeout
         self.retries = retries
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
-        self._write(self._init_schema)
+        self.readonly = readonly
+        if readonly:
+            if not self.path.is_file():
+                raise EntrobustError(f"no results store at {self.path}")
+            version = self._retry(self._read_version)
+            if version is None or version < SCHEMA_VERSION:
+                self._upgrade_for_reading(version)
+            elif version > SCHEMA_VERSION:
+                raise self._too_new(version)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # an OSError here names the folder
+        self._retry(self._open)
 
     # ----------------------------------------------------------- plumbing
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        if self.readonly:
+            con = self._connect_readonly()
+        else:
+            con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         try:
             con.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
             con.execute("PRAGMA foreign_keys=ON")
@@ -204,30 +222,128 @@ class Store:
         finally:
             con.close()
 
-    def _write(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(con, *args)`` in one IMMEDIATE transaction, retrying while the file is locked."""
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """``mode=ro``; on media where SQLite cannot create the WAL index either (a read-only
+        mount), ``immutable=1`` — nobody can be writing such a file."""
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve()))
+        try:
+            con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=self.timeout, isolation_level=None)
+            con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return con
+        except sqlite3.OperationalError as exc:
+            if "unable to open" not in str(exc) and "readonly" not in str(exc):
+                raise
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=self.timeout, isolation_level=None)
+
+    def _retry(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, retried with exponential backoff while the file is locked; SQLite
+        failures of the file itself become :class:`OSError` naming it."""
         delay = 0.01
         for attempt in range(self.retries):
             try:
-                with self._connect() as con:
-                    con.execute("BEGIN IMMEDIATE")
-                    try:
-                        out = fn(con, *args)
-                        con.execute("COMMIT")
-                        return out
-                    except BaseException:
-                        con.execute("ROLLBACK")
-                        raise
+                return fn(*args)
             except sqlite3.OperationalError as exc:
-                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == self.retries - 1:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                msg = str(exc)
+                if ("locked" in msg or "busy" in msg) and attempt < self.retries - 1:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                raise self._file_error(exc, attempt + 1) from None
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is sqlite3.DatabaseError:  # "file is not a database", "malformed"
+                    raise EntrobustError(f"{self.path}: not a readable results store ({exc})") from None
+                raise
         raise AssertionError("unreachable")
 
+    def _file_error(self, exc: sqlite3.OperationalError, attempts: int) -> Exception:
+        msg = str(exc)
+        if "no such" in msg or "syntax error" in msg:  # a bug, not the file: keep it as it is
+            return exc
+        code = errno.EIO
+        if "full" in msg:
+            code = errno.ENOSPC
+        elif "readonly" in msg or "read-only" in msg:
+            code = errno.EROFS
+        elif "unable to open" in msg:
+            code = errno.EACCES
+        elif "locked" in msg or "busy" in msg:
+            code = errno.EBUSY
+            msg += f" (gave up after {attempts} attempts)"
+        return OSError(code, msg, str(self.path))
+
+    def _write(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(con, *args)`` in one IMMEDIATE transaction, retrying while the file is locked."""
+        if self.readonly:
+            raise EntrobustError(f"{self.path}: the results store was opened read-only")
+        return self._retry(self._transaction, fn, *args)
+
+    def _transaction(self, fn: Any, *args: Any) -> Any:
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(con, *args)
+                con.execute("COMMIT")
+                return out
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return list(self._retry(self._query, sql, params))
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         with self._connect() as con:
             return list(con.execute(sql, params))
+
+    @staticmethod
+    def _version_of(con: sqlite3.Connection) -> int | None:
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+        return None if row is None else int(row[0])
+
+    def _read_version(self) -> int | None:
+        with self._connect() as con:
+            return self._version_of(con)
+
+    def _open(self) -> None:
+        """WAL journal and schema; a file already at this schema version is only read."""
+        with self._connect() as con:
+            if str(con.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            version = self._version_of(con)
+            if version is not None and version > SCHEMA_VERSION:
+                raise self._too_new(version)
+            if version == SCHEMA_VERSION:
+                return
+        self._transaction(self._create_schema)
+
+    def _create_schema(self, con: sqlite3.Connection) -> None:
+        for statement in _SCHEMA.split(";"):  # idempotent: CREATE ... IF NOT EXISTS
+            if statement.strip():
+                con.execute(statement)
+        self._init_schema(con)
+
+    def _upgrade_for_reading(self, version: int | None) -> None:
+        """An older (or unfinished) file opened read-only: add the new tables if the file can be
+        written, else say why it cannot be read."""
+        try:
+            Store(self.path, timeout=self.timeout, retries=self.retries)
+        except OSError as exc:
+            raise EntrobustError(
+                f"{self.path}: results store has schema version {version}, this entrobust reads "
+                f"{SCHEMA_VERSION}, and the file cannot be upgraded ({exc.strerror})"
+            ) from None
+
+    def _too_new(self, version: int) -> EntrobustError:
+        return EntrobustError(
+            f"{self.path}: results store has schema version {version}, this entrobust reads "
+            f"up to {SCHEMA_VERSION}; upgrade entrobust"
+        )
 
     def _init_schema(self, con: sqlite3.Connection) -> None:
         row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -236,10 +352,7 @@ class Store:
         elif int(row[0]) < SCHEMA_VERSION:  # older file: the new tables were just created
             con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
-            raise EntrobustError(
-                f"{self.path}: results store has schema version {row[0]}, this entrobust reads "
-                f"up to {SCHEMA_VERSION}; upgrade entrobust"
-            )
+            raise self._too_new(int(row[0]))
 
     @property
     def schema_version(self) -> int:
@@ -434,15 +547,22 @@ class Store:
         return json.loads(rows[0]["result"]) if rows else None
 
     def add_artifact(self, run_id: str | None, kind: str, path: str | Path) -> None:
-        """Record a file produced for a run (checkpoint, plot, report) with its SHA-256."""
+        """Record a file produced for a run (checkpoint, plot, report) with its SHA-256; recording the
+        same (run, kind, path) again replaces the row (also for run-less files such as reports,
+        whose NULL run id the UNIQUE constraint does not cover)."""
         p = Path(path)
         digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
-        self._write(
-            lambda con: con.execute(
-                "INSERT OR REPLACE INTO artifacts (run_id, kind, path, sha256, created) VALUES (?,?,?,?,?)",
+
+        def write(con: sqlite3.Connection) -> None:
+            con.execute(
+                "DELETE FROM artifacts WHERE run_id IS ? AND kind=? AND path=?", (run_id, kind, str(p))
+            )
+            con.execute(
+                "INSERT INTO artifacts (run_id, kind, path, sha256, created) VALUES (?,?,?,?,?)",
                 (run_id, kind, str(p), digest, time.time()),
             )
-        )
+
+        self._write(write)
 
     def artifacts(self, run_id: str | None = None) -> list[dict[str, Any]]:
         if run_id is None:
