@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +25,8 @@ class _State:
     bytes_sent: int = 0
     fail_next: int = 0  # answer 503 this many times
     cut_next: int = 0  # send half the body then drop the connection this many times
-    stall_next: int = 0  # sleep before answering this many times
+    stall_next: int = 0  # answer only after ``unstall`` is set, this many times
+    unstall: threading.Event = field(default_factory=threading.Event)
     range_support: bool = True
     active: int = 0  # handlers still running; guarded by ``lock``
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -65,7 +65,7 @@ class _Server:
                     stall = state.stall_next > 0
                     state.stall_next -= stall
                 if stall:
-                    time.sleep(0.6)
+                    state.unstall.wait(30)
                 if fail:
                     self.send_error(503, "Service Unavailable")
                     return
@@ -317,10 +317,18 @@ def test_existing_file_verified_or_replaced(tmp_path: Path, server: _Server) -> 
 def test_timeout_is_retried(tmp_path: Path, server: _Server) -> None:
     blob = _blob(10_000)
     server.state.files["/f.bin"] = blob
-    server.state.stall_next = 1
-    out = download_file(
-        server.url + "/f.bin", tmp_path / "f.bin", md5=_md5(blob), progress=False, backoff=0.0, timeout=0.2
-    )
+    server.state.stall_next = 1  # the first answer never comes while the client waits
+    try:
+        out = download_file(
+            server.url + "/f.bin",
+            tmp_path / "f.bin",
+            md5=_md5(blob),
+            progress=False,
+            backoff=0.0,
+            timeout=1.0,
+        )
+    finally:
+        server.state.unstall.set()
     assert out.read_bytes() == blob and len(server.settled().requests) == 2
 
 

@@ -101,9 +101,16 @@ def test_second_run_stops_naming_the_holder_and_changes_nothing(
 
 def test_wait_starts_once_the_holder_has_finished(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    holder = _holder(ws, hold="0.5")
+    holder = _holder(ws)
     said: list[str] = []
-    with workspace_lock(ws, wait=True, log=said.append):
+
+    def log(msg: str) -> None:  # the holder is told to finish only once we wait for it: no timing
+        said.append(msg)
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+
+    with workspace_lock(ws, wait=True, log=log):
         assert holder.wait(30) == 0  # the lock came free only because the holder finished
         assert lock_holder(ws)["pid"] == os.getpid()  # type: ignore[index]
     assert len(said) == 1 and f"pid {holder.pid}" in said[0] and "waiting" in said[0]
