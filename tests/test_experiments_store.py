@@ -79,6 +79,7 @@ def _writer(path: str, worker: int, n: int) -> None:
         )  # fmt: skip
 
 
+@pytest.mark.multiprocess  # two busy writers: run alone
 def test_two_processes_writing_lose_no_rows(tmp_path: Path) -> None:
     path = str(tmp_path / "r.sqlite")
     Store(path)
