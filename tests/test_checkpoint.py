@@ -404,3 +404,89 @@ def test_foreign_non_state_dict_and_missing(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"broken\.pt"):
         load_foreign_weights(broken)
     assert os.path.getsize(broken) == 50
+
+
+# ---- crash safety of an overwrite, crafted metadata, torch's refusal text -----------------------
+
+
+def test_overwrite_interrupted_after_commit_loads_new_then_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the JSON (commit point) and the weights' rename leaves the new checkpoint
+    loadable (from its staged weights); the next save finishes and cleans up."""
+    torch.manual_seed(1)
+    old, new = create_model("cnn4"), create_model("cnn4")
+    save_checkpoint(tmp_path / "ck", old)
+    x = torch.rand(2, 1, 28, 28)
+    real = entrobust.io.os.replace
+    calls: list[str] = []
+
+    def replace_then_crash(src: object, dst: object) -> None:
+        if str(dst).endswith(".safetensors"):
+            raise KeyboardInterrupt  # the process dies before the weights are renamed
+        calls.append(str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(entrobust.io.os, "replace", replace_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "ck", new)
+    monkeypatch.undo()
+    assert calls and calls[-1].endswith("ck.json")
+    loaded, _ = load_checkpoint(tmp_path / "ck")  # the new checkpoint, never neither
+    assert torch.equal(_outputs(loaded, x), _outputs(new, x))
+    save_checkpoint(tmp_path / "ck", old)
+    assert _files(tmp_path) == ["ck.json", "ck.safetensors"]
+    loaded, _ = load_checkpoint(tmp_path / "ck")
+    assert torch.equal(_outputs(loaded, x), _outputs(old, x))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("format_version", "1", "format_version must be an integer"),
+        ("sha256", 5, "sha256 must be"),
+        ("extra_tensors", "x", "extra_tensors must be"),
+        ("model.kwargs", [1], "model.kwargs must be"),
+        ("model.num_classes", "10", "model.num_classes must be"),
+        ("model.num_classes", True, "model.num_classes must be"),
+        ("model.mean", ["a"], "model.mean must be"),
+        ("model.name", 3, "model.name must be"),
+        ("model.kwargs", {"nosuch": 1}, "cannot rebuild"),
+    ],
+)
+def test_wrong_field_types_raise_checkpoint_error(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    save_checkpoint(tmp_path / "ck", create_model("cnn4", dataset="mnist5k"))
+    meta = json.loads((tmp_path / "ck.json").read_text())
+    where, _, key = field.rpartition(".")
+    (meta[where] if where else meta)[key] = value
+    (tmp_path / "ck.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "ck")
+
+
+def test_crafted_spec_is_refused_before_allocating(tmp_path: Path) -> None:
+    """A JSON asking for a huge model beside small weights is refused from the file's header —
+    the model is built on the meta device first, never for real."""
+    save_checkpoint(tmp_path / "ck", create_model("cnn4", dataset="mnist5k"))
+    meta = json.loads((tmp_path / "ck.json").read_text())
+    meta["model"]["num_classes"] = 50_000_000  # a real cnn4 of this size would need ~200 GB
+    (tmp_path / "ck.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_checkpoint(tmp_path / "ck")
+
+
+def test_blocked_module_refusal_quotes_torchs_reason(tmp_path: Path) -> None:
+    """torch puts the reason for a blocked module after its advice; the message quotes the reason."""
+
+    class _System:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, ("true",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(1), "x": _System()}, evil)
+    with pytest.raises(CheckpointError, match="refusing to unpickle") as err:
+        load_foreign_weights(evil)
+    assert "is blocked" in str(err.value) and "system" in str(err.value)
+    assert "In PyTorch 2.6" not in str(err.value)

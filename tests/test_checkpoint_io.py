@@ -85,3 +85,19 @@ def test_writer_using_its_own_handle(tmp_path: Path) -> None:
             f.write("a\nb\n")
         assert not path.exists()  # nothing visible until the block succeeds
     assert path.read_text() == "a\nb\n"
+
+
+def test_atomic_rewrite_keeps_the_file_mode(tmp_path: Path) -> None:
+    """A private (0600) file stays private when rewritten atomically or published from a stage."""
+    import stat
+
+    from entrobust.io import atomic_write_text, publish, stage_bytes
+
+    p = tmp_path / "secret.json"
+    atomic_write_text(p, "{}")
+    os.chmod(p, 0o600)
+    atomic_write_text(p, '{"a": 1}')
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    publish(stage_bytes(p, b"{}"), p)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["secret.json"]

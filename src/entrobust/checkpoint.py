@@ -8,11 +8,20 @@ A checkpoint ``<stem>`` is two files (SPEC §2):
   dataset, mean/std), the SHA-256 of the weights file, library and torch versions, creation
   time, and whatever recipe/metrics the caller adds.
 
-Both are written atomically (:mod:`entrobust.io`), the JSON last, so a checkpoint exists only
-once it is complete; the hash catches a weights file that was truncated or replaced later.
+The JSON is the checkpoint's commit point. Saving first stages the new weights completely under
+a hidden name derived from their hash (``.<stem>.safetensors.<sha256[:16]>.pending``), then
+atomically replaces the JSON (which records that hash), and only then renames the staged weights
+onto ``<stem>.safetensors``. A reader that finds the weights not matching the JSON's hash loads
+the staged file named by it, so whenever a save is interrupted either the old or the new
+checkpoint loads — never neither — and the next save (or a trainer resume) cleans up.
+
 Loading never unpickles arbitrary objects: ``safetensors`` holds only tensors, and foreign
-``.pt``/``.pth`` files go through ``torch.load(weights_only=True)``. A checkpoint for another
-architecture or number of classes is refused with a message naming both.
+``.pt``/``.pth`` files go through ``torch.load(weights_only=True)``. Nothing from the JSON is
+trusted before it is checked: field types are validated, the weights file's hash is verified
+and its tensor shapes are compared with the model the JSON describes (built on the ``meta``
+device, without memory) before any model is allocated, so a crafted JSON cannot make loading
+allocate more than the weights file holds. A checkpoint for another architecture or number of
+classes is refused with a message naming both.
 """
 
 from __future__ import annotations
@@ -21,8 +30,10 @@ import dataclasses
 import enum
 import hashlib
 import json
+import math
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -30,25 +41,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file as _st_load_file
 from safetensors.torch import save as _st_save
 from torch import Tensor, nn
 
 import entrobust
 from entrobust.errors import CheckpointError, ConfigError, EntrobustError
-from entrobust.io import atomic_write_bytes, atomic_write_text
+from entrobust.io import atomic_write_text, publish, remove_temp_files, stage_bytes
 from entrobust.models.core import NormalizedModel, create_model
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "checkpoint_paths",
+    "encode_checkpoint",
+    "finish_interrupted_save",
     "load_checkpoint",
     "load_extra_tensors",
     "load_foreign_weights",
     "load_weights",
     "model_spec",
+    "pending_weights_path",
     "read_checkpoint_metadata",
     "save_checkpoint",
     "unwrap_model",
@@ -73,6 +87,8 @@ _RESERVED = frozenset(
 )
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "state")
 _SHOW = 5  # keys named in an error message
+_MAX_METADATA_BYTES = 64 << 20  # a checkpoint JSON is a few kB; refuse to parse anything huge
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 PathLike = str | os.PathLike[str]
 Device = str | torch.device
@@ -211,28 +227,22 @@ def _plain_tensors(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def save_checkpoint(
+def pending_weights_path(weights_path: PathLike, sha256: str) -> Path:
+    """Where weights with hash ``sha256`` are staged before they replace ``weights_path``."""
+    w = Path(weights_path)
+    return w.with_name(f".{w.name}.{sha256[:16]}.pending")
+
+
+def encode_checkpoint(
     path: PathLike,
     model: nn.Module,
     *,
     metadata: Mapping[str, Any] | None = None,
     extra_tensors: Mapping[str, Tensor] | None = None,
-) -> Path:
-    """Write ``model`` as ``<stem>.safetensors`` + ``<stem>.json``; return the weights path.
-
-    Args:
-        path: checkpoint stem, either file name, or a directory (stem ``<dir>/model``).
-        model: any ``nn.Module``; a registry model also records how to rebuild itself.
-        metadata: JSON-able caller data stored at the top level of the JSON, e.g.
-            ``{"recipe": {...}, "metrics": {...}, "epoch": 7}``. Paths, tuples, sets,
-            dataclasses, enums and numpy/torch scalars are converted.
-        extra_tensors: tensors to keep beside the weights (e.g. an EMA or a fixed noise
-            sample); read them back with :func:`load_extra_tensors`.
-
-    Raises:
-        ConfigError: a metadata key collides with a reserved key, or a value cannot be
-            serialized. Nothing is written in that case.
-    """
+) -> tuple[Path, Path, bytes, str]:
+    """The bytes of checkpoint ``path`` without writing anything: ``(weights path, JSON path,
+    weights bytes, JSON text)``. Arguments and errors are those of :func:`save_checkpoint`; use
+    it to commit a checkpoint together with other files (the trainer does)."""
     weights_path, json_path = checkpoint_paths(path)
     model = unwrap_model(model)
     user = dict(metadata or {})
@@ -262,8 +272,65 @@ def save_checkpoint(
         text = json.dumps(doc, indent=2, default=_jsonable)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"checkpoint metadata cannot be stored as JSON: {err}") from None
-    atomic_write_bytes(weights_path, data)
-    atomic_write_text(json_path, text + "\n")  # last: the checkpoint now counts
+    return weights_path, json_path, data, text + "\n"
+
+
+def finish_interrupted_save(path: PathLike) -> None:
+    """Complete what an interrupted :func:`save_checkpoint` of ``path`` left: publish weights
+    that its committed JSON records but that are still staged, and delete staged files that were
+    never committed. Safe to call on any checkpoint; needs no other writer on it."""
+    weights_path, json_path = checkpoint_paths(path)
+    if json_path.is_file():
+        try:
+            expected = read_checkpoint_metadata(json_path).get("sha256")
+        except CheckpointError:
+            expected = None
+        if isinstance(expected, str):
+            staged = pending_weights_path(weights_path, expected)
+            if staged.is_file() and _file_sha256(staged) == expected:
+                publish(staged, weights_path)
+    remove_temp_files(weights_path.parent, prefix=f".{weights_path.name}.")
+
+
+def save_checkpoint(
+    path: PathLike,
+    model: nn.Module,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    extra_tensors: Mapping[str, Tensor] | None = None,
+) -> Path:
+    """Write ``model`` as ``<stem>.safetensors`` + ``<stem>.json``; return the weights path.
+
+    Args:
+        path: checkpoint stem, either file name, or a directory (stem ``<dir>/model``).
+        model: any ``nn.Module``; a registry model also records how to rebuild itself.
+        metadata: JSON-able caller data stored at the top level of the JSON, e.g.
+            ``{"recipe": {...}, "metrics": {...}, "epoch": 7}``. Paths, tuples, sets,
+            dataclasses, enums and numpy/torch scalars are converted.
+        extra_tensors: tensors to keep beside the weights (e.g. an EMA or a fixed noise
+            sample); read them back with :func:`load_extra_tensors`.
+
+    Overwriting is crash-safe (see the module docstring): at every instant either the old or
+    the new checkpoint loads.
+
+    Raises:
+        ConfigError: a metadata key collides with a reserved key, or a value cannot be
+            serialized. Nothing is written in that case.
+    """
+    weights_path, json_path, data, text = encode_checkpoint(
+        path, model, metadata=metadata, extra_tensors=extra_tensors
+    )
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    finish_interrupted_save(weights_path)
+    staged = pending_weights_path(weights_path, hashlib.sha256(data).hexdigest())
+    try:
+        stage_bytes(weights_path, data, staged=staged)
+        atomic_write_text(json_path, text)  # the commit point: from here on the new checkpoint counts
+    except BaseException:
+        staged.unlink(missing_ok=True)  # not committed: the old checkpoint stays as it was
+        raise
+    publish(staged, weights_path)  # if this fails, readers load the committed weights from `staged`
+    remove_temp_files(weights_path.parent, prefix=f".{weights_path.name}.")  # older interrupted saves
     return weights_path
 
 
@@ -286,19 +353,71 @@ def read_checkpoint_metadata(path: PathLike) -> dict[str, Any]:
             )
         raise CheckpointError(f"checkpoint not found: {json_path}")
     try:
+        size = json_path.stat().st_size
+        if size > _MAX_METADATA_BYTES:
+            raise CheckpointError(
+                f"{json_path} is {size} bytes, too large for checkpoint metadata "
+                f"(limit {_MAX_METADATA_BYTES}); it is not an entrobust checkpoint"
+            )
         meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise CheckpointError(f"corrupt checkpoint metadata {json_path}: {err}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{json_path} is not an entrobust checkpoint (no format {FORMAT!r})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if not _is_int(version):
+        raise CheckpointError(f"{json_path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{json_path} has checkpoint format {meta['format_version']}, newer than this "
+            f"{json_path} has checkpoint format {version}, newer than this "
             f"entrobust ({FORMAT_VERSION}); upgrade entrobust"
         )
     if not isinstance(meta.get("model"), dict):
         raise CheckpointError(f"{json_path} has no model description")
+    _validate_metadata(meta, json_path)
     return meta
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _validate_metadata(meta: Mapping[str, Any], source: Path) -> None:
+    """Check the type of every field loading relies on; raise :class:`CheckpointError` naming it."""
+
+    def bad(field: str, want: str, have: Any) -> CheckpointError:
+        shown = repr(have)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return CheckpointError(f"{source}: {field} must be {want}, got {shown}")
+
+    sha = meta.get("sha256")  # absent only in hand-made files: the weights are then parsed unchecked
+    if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+        raise bad("sha256", "the 64 hex digits of the weights' SHA-256", sha)
+    weights = meta.get("weights")
+    if weights is not None and not isinstance(weights, str):
+        raise bad("weights", "a file name", weights)
+    extra = meta.get("extra_tensors", [])
+    if not isinstance(extra, list) or not all(isinstance(e, str) for e in extra):
+        raise bad("extra_tensors", "a list of names", extra)
+    spec = meta["model"]
+    for key in ("name", "class", "module", "dataset"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            raise bad(f"model.{key}", "a string or null", spec[key])
+    for key in ("num_classes", "in_channels"):
+        v = spec.get(key)
+        if v is not None and not (_is_int(v) and v > 0):
+            raise bad(f"model.{key}", "a positive integer or null", v)
+    for key in ("mean", "std"):
+        v = spec.get(key)
+        if v is not None and not (isinstance(v, list) and all(_is_number(x) for x in v)):
+            raise bad(f"model.{key}", "a list of finite numbers or null", v)
+    kwargs = spec.get("kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise bad("model.kwargs", "an object of keyword arguments", kwargs)
 
 
 def _file_sha256(path: Path) -> str:
@@ -318,16 +437,41 @@ def _read_safetensors(path: Path, device: Device = "cpu") -> dict[str, Tensor]:
         raise CheckpointError(f"corrupt or unreadable weights file {path}: {err}") from None
 
 
-def _read_weights(weights_path: Path, meta: Mapping[str, Any], device: Device) -> dict[str, Tensor]:
+def _verified_weights(weights_path: Path, meta: Mapping[str, Any]) -> Path:
+    """The file holding exactly the weights ``meta`` records (hash-checked).
+
+    That is ``weights_path``, or — when a save was interrupted after its JSON was committed but
+    before the weights were renamed into place — the staged file named by the hash.
+    """
+    expected = meta.get("sha256")
+    if expected is None:
+        if not weights_path.is_file():
+            raise CheckpointError(f"checkpoint weights not found: {weights_path}")
+        return weights_path
+    staged = pending_weights_path(weights_path, expected)
+    if weights_path.is_file() and _file_sha256(weights_path) == expected:
+        return weights_path
+    if staged.is_file() and _file_sha256(staged) == expected:
+        return staged
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint weights not found: {weights_path}")
-    expected = meta.get("sha256")
-    if expected and _file_sha256(weights_path) != expected:
-        raise CheckpointError(
-            f"weights file {weights_path} does not match its metadata (SHA-256 differs): "
-            "it is truncated, corrupt or was replaced"
-        )
-    return _read_safetensors(weights_path, device)
+    raise CheckpointError(
+        f"weights file {weights_path} does not match its metadata (SHA-256 differs): "
+        "it is truncated, corrupt or was replaced"
+    )
+
+
+def _read_weights(weights_path: Path, meta: Mapping[str, Any], device: Device) -> dict[str, Tensor]:
+    return _read_safetensors(_verified_weights(weights_path, meta), device)
+
+
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a safetensors file, read from its header only."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"corrupt or unreadable weights file {path}: {err}") from None
 
 
 def _names(keys: list[str]) -> str:
@@ -341,13 +485,22 @@ def load_weights(model: nn.Module, state: Mapping[str, Tensor], *, source: str =
     The error names the first few offending keys (and shapes) and ``source``. Values are copied
     into the model's tensors, so they keep the model's device and dtype.
     """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_fit(own, {k: tuple(v.shape) for k, v in state.items()}, type(model).__name__, source)
+    try:
+        model.load_state_dict(dict(state), strict=True)
+    except RuntimeError as err:  # e.g. a dtype that cannot be copied
+        raise CheckpointError(f"cannot load {source}: {err}") from None
+
+
+def _check_fit(
+    own: Mapping[str, tuple[int, ...]], file: Mapping[str, tuple[int, ...]], what: str, source: str
+) -> None:
+    """Refuse ``file`` shapes that do not fit the model's exactly (missing/unexpected/shape)."""
+    missing = [k for k in own if k not in file]
+    unexpected = [k for k in file if k not in own]
     mismatched = [
-        f"{k} (file {list(state[k].shape)} vs model {list(own[k].shape)})"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
+        f"{k} (file {list(file[k])} vs model {list(own[k])})" for k in own if k in file and file[k] != own[k]
     ]
     problems = []
     if missing:
@@ -357,11 +510,7 @@ def load_weights(model: nn.Module, state: Mapping[str, Tensor], *, source: str =
     if mismatched:
         problems.append(f"shape mismatch {_names(mismatched)}")
     if problems:
-        raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
-    try:
-        model.load_state_dict(dict(state), strict=True)
-    except RuntimeError as err:  # e.g. a dtype that cannot be copied
-        raise CheckpointError(f"cannot load {source}: {err}") from None
+        raise CheckpointError(f"{source} does not fit {what}: " + "; ".join(problems))
 
 
 def _check_expect(meta: Mapping[str, Any], expect: Mapping[str, Any], source: Path) -> None:
@@ -401,10 +550,26 @@ def _rebuild(spec: Mapping[str, Any], source: Path) -> NormalizedModel:
             std=spec.get("std"),
             **dict(spec.get("kwargs") or {}),
         )
-    except EntrobustError as err:
+    except (EntrobustError, TypeError, ValueError) as err:
         raise CheckpointError(f"cannot rebuild the model of {source}: {err}") from None
     model.spec["dataset"] = spec.get("dataset")
     return model
+
+
+def _check_rebuild_fits(spec: Mapping[str, Any], weights: Path, source: Path) -> None:
+    """Build the described model on the ``meta`` device (no memory) and refuse it unless its
+    tensors have exactly the shapes stored in the (already verified) weights file — so the real
+    model allocated next is never larger than that file."""
+    with torch.device("meta"):
+        try:
+            ghost = _rebuild(spec, source)
+        except CheckpointError:
+            raise
+        except (NotImplementedError, RuntimeError) as err:  # an architecture meta cannot build
+            raise CheckpointError(f"cannot rebuild the model of {source}: {err}") from None
+    own = {k: tuple(v.shape) for k, v in ghost.state_dict().items()}
+    file = {k: s for k, s in _header_shapes(weights).items() if not k.startswith(EXTRA_PREFIX)}
+    _check_fit(own, file, _describe(spec), str(weights))
 
 
 def load_checkpoint(
@@ -432,15 +597,18 @@ def load_checkpoint(
         _check_expect(meta, expect, json_path)
     rebuilt = model is None
     given = model
+    if model is not None:
+        _check_same_architecture(spec, model_spec(unwrap_model(model)), json_path)
+    source = _verified_weights(weights_path, meta)  # hash first: nothing is built from a bad file
     if model is None:
+        _check_rebuild_fits(spec, source, json_path)
         model = _rebuild(spec, json_path).to(map_location)
         device: Device = map_location
     else:
         model = unwrap_model(model)
-        _check_same_architecture(spec, model_spec(model), json_path)
         first = next(iter(model.state_dict().values()), None)
         device = first.device if first is not None else map_location
-    tensors = _read_weights(weights_path, meta, device)
+    tensors = _read_safetensors(source, device)
     weights = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
     load_weights(model, weights, source=str(weights_path))
     if rebuilt:
@@ -481,14 +649,37 @@ def _strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return state
 
 
+#: lines of torch's weights-only error text (torch/serialization.py ``_get_wo_message``, 2.6-2.13)
+#: that are advice, not the reason
+_TORCH_ADVICE = (
+    "This file can still be loaded",
+    "(1)",
+    "(2)",
+    "In PyTorch 2.6",
+    "Please file an issue",
+    "Check the documentation",
+)
+
+
 def _pickle_reason(err: Exception) -> str:
-    """The informative line of torch's weights-only error (e.g. which global was refused)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    for ln in lines:
-        if "Unsupported" in ln or "WeightsUnpickler error" in ln:
-            reason = ln.removeprefix("WeightsUnpickler error:").strip()
-            return reason.split(" was not an allowed global")[0][:200]
-    return (lines[0] if lines else type(err).__name__)[:200]
+    """The line of torch's weights-only error that says what was refused.
+
+    torch wraps the unpickler's own message in advice. The reason follows
+    ``WeightsUnpickler error:`` (refused global: ``Unsupported global: GLOBAL io.open``; other
+    refusals come on a later line, e.g. ``Trying to call reduce for unrecognized function``), or
+    stands alone after the advice (``Trying to load unsupported GLOBAL posix.system whose module
+    posix is blocked.``), or directly after ``Weights only load failed.`` (import errors).
+    """
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    for raw in text.splitlines():
+        ln = raw.strip().removeprefix("Weights only load failed.").strip()
+        if not ln or ln.startswith(_TORCH_ADVICE):
+            continue
+        return ln.split(" was not an allowed global")[0][:200]
+    return type(err).__name__
 
 
 def load_foreign_weights(

@@ -20,6 +20,12 @@ from the training data — never the test set), logs, calls callbacks, and write
     validation robust accuracy (Rice et al. 2020 early stopping).
 ``<out>/config.json``, ``config.toml``, ``history.json``
     the resolved config and the per-epoch metrics.
+``<out>/commit.json``
+    the manifest of the last committed checkpoint. An epoch's files (``last.*``, ``best.*``,
+    ``trainer_state.pt``, ``history.json``) are committed as one unit: staged under hidden
+    names, committed by one atomic replace of this manifest, then published
+    (:mod:`entrobust.training.commit`). A resume first restores the folder to the last
+    committed unit, so a crash at any instant costs at most the epoch in progress.
 
 Resume (``train(cfg, out, resume=True)``) restores the model, optimizer, AWP, RNG states and the
 epoch; the data order is a function of (seed, epoch) (:class:`~entrobust.data.BatchLoader`), so
@@ -31,6 +37,7 @@ scheduler state is needed.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import random
@@ -50,7 +57,15 @@ from entrobust import distributed
 from entrobust.accel import autocast, autocast_factory
 from entrobust.distributed import DistInfo
 from entrobust.errors import CheckpointError, ConfigError
-from entrobust.io import atomic_path, atomic_write_json, atomic_write_text
+from entrobust.io import (
+    atomic_write_json,
+    atomic_write_text,
+    new_staged,
+    remove_temp_files,
+    sha256_file,
+    stage_bytes,
+)
+from entrobust.training.commit import COMMIT_FILE, StagedFile, commit_unit, recover
 from entrobust.training.config import TrainConfig
 from entrobust.training.optim import AWP, closure_calls
 
@@ -312,6 +327,7 @@ class Trainer:
         self.stopped_early = False
         self._phase = 1
         self._resumed_from = 0
+        self._resuming = False
         self._ramped: dict[float, Any] = {}
 
     # ------------------------------------------------------------------ setup
@@ -416,19 +432,28 @@ class Trainer:
             load_checkpoint(p, model)
 
     # ------------------------------------------------------------------ loop
-    def fit(self, resume: bool = False) -> TrainResult:
-        """Train (or resume) to ``config.epochs``; return a :class:`TrainResult`."""
+    def fit(self, resume: bool = False, *, overwrite: bool = False) -> TrainResult:
+        """Train (or resume) to ``config.epochs``; return a :class:`TrainResult`.
+
+        The output folder is checked first (:func:`entrobust.training.outdir.check_out_dir`) and
+        nothing is written before the data, model, method and optimizer are built, so a bad folder
+        or config leaves no files behind. ``overwrite`` allows replacing another run's files.
+        """
+        from entrobust.training.outdir import check_out_dir, remove_run_files
+
         cfg = self.config
+        note = None
+        if self.out_dir is not None:
+            resume, note = check_out_dir(self.out_dir, cfg, resume=resume, overwrite=overwrite)
         self.setup()
         assert self.model is not None
         if resume:
             self._resume()
-        elif self.out_dir is not None and (self.out_dir / STATE_FILE).exists():
-            raise ConfigError(
-                f"{self.out_dir} already holds a training run; pass resume=True (--resume) to continue it "
-                "or choose another output directory"
-            )
         main = self.dist.is_main
+        if note and self.log is not None and main:
+            self.log(note)
+        if overwrite and main and self.out_dir is not None:
+            remove_run_files(self.out_dir)
         callbacks = self.callbacks if main else []  # rank 0 logs, records and writes
         self._write_config()
         for cb in callbacks:
@@ -692,32 +717,67 @@ class Trainer:
         distributed.barrier()  # no rank reads a checkpoint before rank 0 has written it
 
     def _write_checkpoint(self, metrics: dict[str, Any], improved: bool) -> None:
+        """Stage this epoch's files and commit them as one unit (:mod:`entrobust.training.commit`):
+        ``best.*`` if improved, ``last.*`` and the trainer state on checkpoint epochs, and the
+        history; published in that order, each checkpoint's metadata before its weights."""
         assert self.out_dir is not None
-        from entrobust.checkpoint import save_checkpoint
-
-        assert self.model is not None
         final = self.epoch >= self.config.epochs or self.stopped_early
         if not final and self.epoch % self.config.checkpoint_every != 0 and not improved:
             return
         meta = {"epoch": self.epoch, "metrics": metrics, "recipe": self.config.to_dict()}
-        if improved:
-            save_checkpoint(self.out_dir / "best", self.model, metadata=meta)
-        if final or self.epoch % self.config.checkpoint_every == 0:
-            with atomic_path(self.out_dir / STATE_FILE) as tmp:
-                torch.save(self._state(), tmp)
-            save_checkpoint(self.out_dir / "last", self.model, metadata=meta)
-        atomic_write_json(self.out_dir / "history.json", self.history)
+        out = self.out_dir
+        staged: list[StagedFile] = []
+        try:
+            if improved:
+                staged += self._stage_checkpoint("best", meta)
+            full = final or self.epoch % self.config.checkpoint_every == 0
+            if full:
+                staged += self._stage_checkpoint("last", meta)
+            history = (json.dumps(self.history, indent=2) + "\n").encode("utf-8")
+            staged.append(self._stage(out / "history.json", history))
+            if full:
+                state = new_staged(out / STATE_FILE)
+                staged.append(StagedFile(STATE_FILE, state, ""))  # so a failing save removes it
+                torch.save(self._state(), state)
+                staged[-1] = StagedFile(STATE_FILE, state, sha256_file(state))
+        except BaseException:
+            for f in staged:
+                f.staged.unlink(missing_ok=True)
+            raise
+        commit_unit(out, self.epoch, staged)
+
+    @staticmethod
+    def _stage(path: Path, data: bytes) -> StagedFile:
+        return StagedFile(path.name, stage_bytes(path, data), hashlib.sha256(data).hexdigest())
+
+    def _stage_checkpoint(self, stem: str, meta: dict[str, Any]) -> list[StagedFile]:
+        """Stage checkpoint ``<out>/<stem>``, metadata first (so it is published before its weights,
+        which loaders find under their staged name until then)."""
+        from entrobust.checkpoint import encode_checkpoint, pending_weights_path
+
+        assert self.out_dir is not None and self.model is not None
+        weights, json_path, data, text = encode_checkpoint(self.out_dir / stem, self.model, metadata=meta)
+        sha = hashlib.sha256(data).hexdigest()
+        staged_weights = stage_bytes(weights, data, staged=pending_weights_path(weights, sha))
+        return [self._stage(json_path, text.encode("utf-8")), StagedFile(weights.name, staged_weights, sha)]
 
     def _write_config(self) -> None:
         if self.out_dir is None or not self.dist.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not self._resuming:  # a fresh start: forget an earlier attempt's manifest and staged files
+            (self.out_dir / COMMIT_FILE).unlink(missing_ok=True)
+            remove_temp_files(self.out_dir)
         atomic_write_json(self.out_dir / "config.json", self.config.to_dict())
         atomic_write_text(self.out_dir / "config.toml", self.config.to_toml())
 
     def _resume(self) -> None:
         if self.out_dir is None:
             raise ConfigError("resume needs an output directory")
+        self._resuming = True
+        if self.dist.is_main:
+            recover(self.out_dir)  # back to exactly the last committed unit; temporary files go
+        distributed.barrier()
         path = self.out_dir / STATE_FILE
         if not path.exists():
             raise CheckpointError(f"nothing to resume: {path} does not exist")
@@ -798,11 +858,12 @@ def train(
     out_dir: str | Path | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: Sequence[CallbackLike] = (),
     model: nn.Module | None = None,
     progress: bool | None = None,
     log: Callable[[str], Any] | None = None,
 ) -> TrainResult:
-    """Train ``config`` into ``out_dir`` (or resume it); see :class:`Trainer`."""
+    """Train ``config`` into ``out_dir`` (or resume it); see :class:`Trainer` and :meth:`Trainer.fit`."""
     trainer = Trainer(config, out_dir, model=model, callbacks=callbacks, progress=progress, log=log)
-    return trainer.fit(resume=resume)
+    return trainer.fit(resume=resume, overwrite=overwrite)
