@@ -29,3 +29,8 @@ class CheckpointError(EntrobustError):
 
 class ConfigError(EntrobustError, ValueError):
     """A configuration value, attack argument or experiment file entry is invalid."""
+
+
+class NotEvaluatedError(EntrobustError, LookupError):
+    """A number was asked for where nothing was measured, e.g. robust accuracy at an ε at which
+    no attack ran."""

@@ -2,7 +2,10 @@
 
 Subclasses implement only :meth:`Attack._search`. The base call (STYLE rule 4):
 
-* validates the inputs, returns ``x`` unchanged when ε = 0;
+* validates the inputs (:mod:`entrobust.attacks.inputs`): finite images in the box, NCHW, integer
+  labels with a logit each, a model that returns ``(N, classes)`` logits, an ε smaller than the
+  box's diameter — each a :class:`~entrobust.errors.ConfigError` that says what is expected;
+  returns ``x`` unchanged when ε = 0;
 * runs the model in eval mode (or the mode named by ``model_mode``) and restores its mode;
 * freezes parameters for the duration (``requires_grad`` off), so parameters and their
   ``.grad`` are untouched whatever the subclass does, and no weight gradients are wasted;
@@ -27,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from entrobust.attacks.inputs import check_finite, check_labels, check_layout, checked_logits
 from entrobust.attacks.losses import fp32
 from entrobust.attacks.threat import ThreatModel
 from entrobust.errors import ConfigError
@@ -182,11 +186,14 @@ class Attack(ABC):
         return_info: bool = False,
     ) -> Tensor | AttackResult:
         """Attack ``model`` at ``(x, y)``; see the class docstring for the guarantees."""
-        self._check_inputs(x, y, target)
+        self._check_inputs(model, x, y, target)
         x = x.detach()
-        y = y.detach()
+        y = y.detach().long()
+        if target is not None:
+            target = target.detach().long()
+        labels = {"y": y} if target is None else {"y": y, "target": target}
         first: Tensor | None = None
-        with frozen(model, self.model_mode), fp32_attack_math(model, x) as net:
+        with frozen(model, self.model_mode), checked_logits(model, labels), fp32_attack_math(model, x) as net:
             if self.threat.is_zero() or x.shape[0] == 0:
                 x_adv = x.clone()
             else:
@@ -221,11 +228,15 @@ class Attack(ABC):
         return g
 
     # ------------------------------------------------------------- internals
-    def _check_inputs(self, x: Tensor, y: Tensor, target: Tensor | None) -> None:
+    def _check_inputs(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> None:
         if not isinstance(x, Tensor) or not x.is_floating_point():
             raise ConfigError("x must be a floating-point tensor of images in [0, 1]")
-        if y.dim() != 1 or y.shape[0] != x.shape[0]:
-            raise ConfigError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        if x.dim() < 2:
+            raise ConfigError(f"x must be a batch (N, ...) of images, got shape {tuple(x.shape)}")
+        check_labels(y, x.shape[0], "y")
+        check_finite(x, "x")
+        check_layout(x, model, "x")
+        self.threat.check_input(x)
         if x.numel() and (
             float(x.min()) < self.threat.lower - 1e-6 or float(x.max()) > self.threat.upper + 1e-6
         ):
@@ -235,8 +246,8 @@ class Attack(ABC):
             )
         if self.targeted and target is None:
             raise ConfigError(f"{self.name} is targeted: pass target=")
-        if target is not None and target.shape != y.shape:
-            raise ConfigError(f"target must have shape {tuple(y.shape)}, got {tuple(target.shape)}")
+        if target is not None:
+            check_labels(target, x.shape[0], "target")
 
     def _result(
         self, x: Tensor, y: Tensor, target: Tensor | None, x_adv: Tensor, logits: Tensor, first: Tensor | None

@@ -45,6 +45,16 @@ def _noise(
     return batch_noise(kind, shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
 
 
+def large_eps_message(eps: float, norm: str, diameter: float, what: str = "") -> str:
+    """Why an ε at least the box's ``diameter`` is refused, with the 0–255 reading as a hint."""
+    return (
+        f"{norm} eps {eps:g} is at least the diameter {diameter:.4g} of the image box{what}: the "
+        "ball contains every image, so robust accuracy is 0 by construction. eps is in pixel units "
+        f"of [0, 1] images — did you mean {eps:g}/255 = {eps / 255:.4g}? If the large eps is "
+        "intended, pass allow_large_eps=True (entrobust eval: --allow-large-eps)"
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class ThreatModel:
     """(norm, ε, box): the set {x′ : ‖x′ − x‖_norm ≤ ε, lower ≤ x′ ≤ upper}.
@@ -52,12 +62,19 @@ class ThreatModel:
     ``eps`` is a float or a per-example tensor of shape ``(N,)``; ε is in pixel units of [0, 1]
     images (8/255, 0.3, ...). Raises :class:`ConfigError` for an unknown norm, a negative or
     non-finite ε, or an empty box.
+
+    An ε at least the box's diameter in the norm makes the ball contain the whole box, so every
+    image is "reachable" and robust accuracy is 0 % by construction — almost always ε written in
+    0–255 units (``8`` for ``8/255``). Such an ε is refused unless ``allow_large_eps=True``: for
+    ℓ∞ here (diameter ``upper − lower``), for ℓ2 by :meth:`check_input` once the input size d is
+    known (diameter ``(upper − lower)·√d``); every attack's call runs that check.
     """
 
     norm: str
     eps: float | Tensor
     lower: float = 0.0
     upper: float = 1.0
+    allow_large_eps: bool = False
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -72,6 +89,27 @@ class ThreatModel:
                 raise ConfigError(f"eps must be finite and >= 0, got {self.eps}")
         if not self.lower < self.upper:
             raise ConfigError(f"box lower {self.lower} must be below upper {self.upper}")
+        if self.norm == "linf":
+            self._check_diameter(self.upper - self.lower, "")
+
+    def _max_eps(self) -> float:
+        if isinstance(self.eps, Tensor):
+            return float(self.eps.max()) if self.eps.numel() else 0.0
+        return float(self.eps)
+
+    def _check_diameter(self, diameter: float, what: str) -> None:
+        if self.allow_large_eps:
+            return
+        e = self._max_eps()
+        if e >= diameter:
+            raise ConfigError(large_eps_message(e, self.norm, diameter, what))
+
+    def check_input(self, x: Tensor) -> None:
+        """Refuse an ℓ2 ε at least the diameter (upper − lower)·√d of the box of ``x`` ``(N, ...)``
+        (see the class docstring); ℓ∞ was checked at construction. Raises :class:`ConfigError`."""
+        if self.norm == "l2" and x.dim() >= 1:
+            d = math.prod(x.shape[1:])
+            self._check_diameter((self.upper - self.lower) * math.sqrt(d), f" for inputs of {d} values")
 
     # ------------------------------------------------------------------ helpers
     def eps_for(self, x: Tensor) -> Tensor:
@@ -87,9 +125,11 @@ class ThreatModel:
             e = torch.full((n,), float(self.eps), device=x.device, dtype=x.dtype)
         return _view(e, x)
 
-    def with_eps(self, eps: float | Tensor) -> ThreatModel:
-        """The same threat model with another ε."""
-        return ThreatModel(self.norm, eps, self.lower, self.upper)
+    def with_eps(self, eps: float | Tensor, *, allow_large_eps: bool | None = None) -> ThreatModel:
+        """The same threat model with another ε (``allow_large_eps`` overrides this one's, e.g. for
+        the audit's ε-curve, which grows on purpose until the ball holds the whole box)."""
+        allow = self.allow_large_eps if allow_large_eps is None else allow_large_eps
+        return ThreatModel(self.norm, eps, self.lower, self.upper, allow)
 
     def subset(self, index: Tensor) -> ThreatModel:
         """Restrict a per-example ε to the examples selected by ``index``."""

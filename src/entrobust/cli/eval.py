@@ -72,24 +72,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="with --amp bf16: re-run a seeded sample of up to N attacked examples in float32 "
         "and report how many outcomes differ (default: 0, no check)",
     )
+    p.add_argument(
+        "--allow-large-eps",
+        action="store_true",
+        help="run an eps whose ball contains the whole image box (linf eps >= 1, l2 eps >= sqrt(d)); "
+        "refused otherwise as eps in 0-255 units (8 for 8/255)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
 def _parse_eps(text: str | None) -> list[float] | None:
     from entrobust.errors import ConfigError
-    from entrobust.evaluation import parse_value
+    from entrobust.evaluation.evaluate import parse_eps
 
     if text is None:
         return None
-    out = []
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        v = parse_value(part)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(f"--eps: {part.strip()!r} is not a number (use e.g. 0.3 or 8/255)")
-        out.append(float(v))
+    out = parse_eps(text, "--eps")  # the parser evaluate() itself uses
     if not out:
         raise ConfigError("--eps needs at least one value")
     return out
@@ -140,6 +139,7 @@ def _run(args: argparse.Namespace, main: bool) -> int:
         dataset=dataset,
         amp=args.amp,
         fp32_check=args.fp32_check,
+        allow_large_eps=args.allow_large_eps,
     )
     if not main:
         return 0  # every rank holds the same result; rank 0 prints and writes it

@@ -584,7 +584,7 @@ def audit(
             if e == 0:
                 accs.append(_acc(_correct(model, xc, yc, batch_size)))
                 continue
-            atk = build_attack("pgd", threat.with_eps(e), steps=curve_steps, seed=seed)
+            atk = build_attack("pgd", threat.with_eps(e, allow_large_eps=True), steps=curve_steps, seed=seed)
             accs.append(_acc(_attack_correct(model, atk, xc, yc, batch_size)))
         curves["eps"] = {"eps": grid, "accuracy": accs}
         rises = [max(0.0, b - a) for a, b in itertools.pairwise(accs)]
@@ -658,7 +658,7 @@ def audit(
 
         with frozen(model, "eval"):
             df = torch.cat(_per_batch(deepfool_fooled, xc, yc, batch_size))
-        big = threat.with_eps(_max_eps(threat, x))
+        big = threat.with_eps(_max_eps(threat, x), allow_large_eps=True)  # unbounded on purpose
         left = (~df).nonzero().squeeze(1)
         pgd_big_ok = torch.zeros(0, dtype=torch.bool)
         if left.numel():

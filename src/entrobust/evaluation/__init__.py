@@ -11,7 +11,7 @@ Suites (``entrobust list suites``): ``quick``, ``ru`` (``ru-cifar`` / ``ru-mnist
 
 from __future__ import annotations
 
-from entrobust.evaluation.evaluate import build_plan, chunk_seed, evaluate, model_fingerprint
+from entrobust.evaluation.evaluate import build_plan, chunk_seed, evaluate, model_fingerprint, parse_eps
 from entrobust.evaluation.result import EvalResult, Step, format_eps
 from entrobust.evaluation.suites import (
     SUITES,
@@ -38,6 +38,7 @@ __all__ = [
     "format_eps",
     "get_suite",
     "model_fingerprint",
+    "parse_eps",
     "parse_value",
     "register_suite",
 ]

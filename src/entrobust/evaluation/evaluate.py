@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import numbers
 import os
 import re
 import sys
@@ -53,14 +54,15 @@ from torch import Tensor, nn
 import entrobust
 from entrobust import accel, distributed
 from entrobust.attacks.base import Attack, entropy_of, frozen, margin_of
-from entrobust.attacks.threat import NORMS, ThreatModel
+from entrobust.attacks.inputs import check_finite, check_label_range, check_labels, check_layout, check_logits
+from entrobust.attacks.threat import NORMS, ThreatModel, flat_norm
 from entrobust.errors import ConfigError, DataError
 from entrobust.evaluation.result import CLEAN_FIELDS, STEP_FIELDS, EvalResult, Step, format_eps
 from entrobust.evaluation.sharding import on_main, sharded_map
 from entrobust.evaluation.state import EvalState
-from entrobust.evaluation.suites import Suite, SuiteEntry, get_suite
+from entrobust.evaluation.suites import Suite, SuiteEntry, build_entry, get_suite, parse_value
 
-__all__ = ["build_plan", "chunk_seed", "evaluate", "model_fingerprint"]
+__all__ = ["build_plan", "chunk_seed", "evaluate", "model_fingerprint", "parse_eps"]
 
 Mode = Literal["cascade", "independent"]
 DataLike = Any  # TensorData | tuple[Tensor, Tensor] | str (dataset name → test split)
@@ -78,6 +80,7 @@ def _as_data(data: DataLike) -> tuple[Tensor, Tensor, str | None]:
         data = load_dataset(data, "test")
     if isinstance(data, TensorData):
         d = data.to_float()
+        check_finite(d.x, f"data {data.name}: images", error=DataError)
         return d.x, d.y, data.name
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
@@ -91,6 +94,8 @@ def _as_data(data: DataLike) -> tuple[Tensor, Tensor, str | None]:
             )
         if not x.is_floating_point():
             raise DataError(f"data: images must be float in [0, 1] or uint8, got {x.dtype}")
+        check_labels(y, x.shape[0], "data: labels", error=DataError)
+        check_finite(x, "data: images", error=DataError)
         if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
             raise DataError("data: images must lie in [0, 1] (normalization belongs inside the model)")
         return x.detach().cpu().float(), y.detach().cpu().long(), None
@@ -107,14 +112,42 @@ def _as_model(model: nn.Module | str | os.PathLike[str]) -> tuple[nn.Module, str
     return m, spec.get("dataset") or meta.get("dataset")
 
 
-def _eps_list(eps: float | Sequence[float] | None) -> list[float]:
+EpsLike = float | str | Sequence[float | str]
+
+
+def parse_eps(eps: EpsLike | None, what: str = "eps") -> list[float]:
+    """ε values from numbers and/or strings — ``0.3``, ``"8/255"``, ``"0.1,8/255"`` or a list of
+    those — parsed as the CLI's ``--eps`` and experiment files do (:func:`parse_value`).
+
+    Raises :class:`ConfigError` for a value that is not a number, negative or not finite.
+    """
     if eps is None:
         return []
-    vals = [float(eps)] if isinstance(eps, (int, float)) else [float(e) for e in eps]
-    for e in vals:
-        if not math.isfinite(e) or e < 0:
-            raise ConfigError(f"eps must be finite and >= 0, got {e}")
+    items: list[Any] = [eps] if isinstance(eps, (int, float, str)) else list(eps)
+    vals: list[float] = []
+    for item in items:
+        parts = [p for p in item.split(",") if p.strip()] if isinstance(item, str) else [item]
+        if isinstance(item, str) and not parts:
+            raise ConfigError(f"{what}: {item!r} holds no value (use e.g. 0.3 or 8/255)")
+        for part in parts:
+            v = parse_value(part) if isinstance(part, str) else part
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                shown = part.strip() if isinstance(part, str) else part
+                raise ConfigError(f"{what}: {shown!r} is not a number (use e.g. 0.3 or 8/255)")
+            e = float(v)
+            if not math.isfinite(e) or e < 0:
+                raise ConfigError(f"{what} must be finite and >= 0, got {e}")
+            vals.append(e)
     return vals
+
+
+def _check_eps_sizes(steps: Sequence[Step], x: Tensor, allow_large_eps: bool) -> None:
+    """Refuse, before any work, a step whose ε makes the ball contain the whole box."""
+    for s in steps:
+        try:
+            ThreatModel(s.norm, s.eps, allow_large_eps=allow_large_eps).check_input(x[:1])
+        except ConfigError as err:
+            raise ConfigError(f"suite row {s.label!r} at eps {format_eps(s.eps)}: {err}") from None
 
 
 def build_plan(suite: Suite, eps: Sequence[float], norm: str) -> tuple[list[float], list[Step]]:
@@ -182,22 +215,8 @@ def _device_of(model: nn.Module, device: str | torch.device | None) -> torch.dev
     return p.device
 
 
-def _build_attack(entry: SuiteEntry, eps: float, norm: str) -> Attack:
-    threat = ThreatModel(norm, eps)
-    if isinstance(entry.attack, str):
-        from entrobust.attacks.registry import build_attack
-
-        attack = build_attack(entry.attack, threat, **dict(entry.kwargs))
-    else:
-        attack = entry.attack(threat, **dict(entry.kwargs))
-    if not isinstance(attack, Attack):
-        raise ConfigError(f"suite row {entry.label!r} did not build an Attack (got {type(attack).__name__})")
-    if attack.targeted:
-        raise ConfigError(
-            f"suite row {entry.label!r}: {type(attack).__name__} is targeted and needs target classes; "
-            "use an attack that picks its own targets (apgd-t, fab-t)"
-        )
-    return attack
+def _build_attack(entry: SuiteEntry, eps: float, norm: str, allow_large_eps: bool = False) -> Attack:
+    return build_entry(entry, eps, norm, allow_large_eps=allow_large_eps)
 
 
 # ------------------------------------------------------------------------------ records
@@ -215,15 +234,26 @@ def _empty_records(s: int, n: int) -> dict[str, Tensor]:
 
 
 def _clean_pass(
-    model: nn.Module, x: Tensor, y: Tensor, bs: int, device: torch.device, amp: str = "off"
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    bs: int,
+    device: torch.device,
+    amp: str = "off",
+    indices: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """Clean predictions batch by batch (batches round-robin over ranks, gathered in order)."""
+    """Clean predictions batch by batch (batches round-robin over ranks, gathered in order).
+
+    Checks the model's output (``(B, classes)`` logits) and the labels against its width; an
+    error names the example by its dataset index (``indices``)."""
 
     @torch.no_grad()
     def one(i: int) -> dict[str, Tensor]:
         xb, yb = x[i * bs : (i + 1) * bs].to(device), y[i * bs : (i + 1) * bs].to(device)
         with accel.autocast(device, amp):
-            logits = model(xb)
+            logits = check_logits(model(xb), xb.shape[0])
+        where = indices[i * bs : (i + 1) * bs] if indices is not None else None
+        check_label_range(logits.shape[1], {"data: labels": yb}, error=DataError, index=where)
         logits = logits.float()
         return {
             "clean_correct": logits.argmax(1).eq(yb).cpu(),
@@ -251,7 +281,7 @@ def _targets(clean_correct: Tensor, broken: Tensor, step: int, mode: Mode) -> Te
 
 
 def _check_threat(res_x: Tensor, x: Tensor, eps: float, norm: str, label: str) -> Tensor:
-    dist = ThreatModel(norm, eps).distance(res_x, x)
+    dist = flat_norm(res_x - x, norm)
     tol = 1e-5 * max(1.0, eps) + 1e-6
     if bool((dist > eps + tol).any()) or float(res_x.min()) < -1e-6 or float(res_x.max()) > 1 + 1e-6:
         raise RuntimeError(
@@ -265,7 +295,7 @@ def evaluate(
     model: nn.Module | str | os.PathLike[str],
     data: DataLike,
     suite: str | Suite | Sequence[SuiteEntry] = "quick",
-    eps: float | Sequence[float] | None = None,
+    eps: EpsLike | None = None,
     norm: str = "linf",
     *,
     batch_size: int = 250,
@@ -279,6 +309,7 @@ def evaluate(
     dataset: str | None = None,
     amp: str = "off",
     fp32_check: int = 0,
+    allow_large_eps: bool = False,
 ) -> EvalResult:
     """Evaluate ``model`` on ``data`` under ``suite`` at every ``eps``; see the module docstring.
 
@@ -288,8 +319,10 @@ def evaluate(
             images) or a dataset name (its test split).
         suite: a registered suite name, a custom suite string (``"pgd:steps=40,fgsm"``), a
             :class:`Suite` or a list of :class:`SuiteEntry`.
-        eps: ε values (pixel units; any order). ``None``: the suite's default for the dataset.
-            Rows with a fixed ε (RU names) ignore it.
+        eps: ε values (pixel units; any order): numbers and/or strings such as ``"8/255"``
+            (:func:`parse_eps`). ``None``: the suite's default for the dataset. Rows with a fixed
+            ε (RU names) ignore it; an ε at which no row runs stays a column of the result
+            whose accuracy is "no attack ran" (see :meth:`EvalResult.robust_accuracy`).
         norm: norm of rows that do not fix their own.
         batch_size: examples per attack call.
         max_examples: evaluate a seeded random subset of this size (kept in dataset order);
@@ -307,13 +340,19 @@ def evaluate(
         fp32_check: with ``amp="bf16"``, re-run a seeded sample of up to this many attacked
             examples in float32 and record how many outcomes differ in
             ``result.meta["fp32_check"]`` (a warning is issued when any do); see ``_fp32_check``.
+        allow_large_eps: run an ε at least the image box's diameter (ℓ∞ ε ≥ 1, ℓ2 ε ≥ √d), whose
+            ball contains every image; refused by default as ε in 0–255 units (``8`` for ``8/255``).
 
     Under ``torch.distributed`` (e.g. ``torchrun``) the work is sharded over the ranks and every
     rank returns the same result, equal to a single process's; see the module docstring.
 
     Returns:
-        :class:`EvalResult`. Raises :class:`ConfigError` for bad arguments, an unknown suite or a
-        resume state made with other arguments; :class:`DataError` for bad data.
+        :class:`EvalResult`. Raises :class:`ConfigError` for bad arguments (including a too-large
+        ε, above), an unknown suite, a model that does not return ``(N, classes)`` logits or a
+        resume state made with other arguments; :class:`DataError` for bad data: NaN / inf
+        pixels (the message counts them and names the first example and position), pixels
+        outside [0, 1], channels-last (NHWC) images, non-integer labels or labels the model has
+        no logit for.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -328,12 +367,16 @@ def evaluate(
     if isinstance(net, nn.parallel.DistributedDataParallel):
         net = net.module  # ranks run different chunks: DDP's per-forward collectives would hang
     x_all, y_all, data_name = _as_data(data)
+    check_layout(x_all, net, "data: images", error=DataError)
     dataset = dataset or ckpt_dataset or data_name
     the_suite = get_suite(suite, dataset)
-    eps_values = _eps_list(eps)
+    eps_values = parse_eps(eps)
     if not eps_values and the_suite.needs_eps:
         eps_values = list(the_suite.default_eps(dataset) or [])
     cols, steps = build_plan(the_suite, eps_values, norm)
+    _check_eps_sizes(steps, x_all, allow_large_eps)
+    for step in steps:  # build (not run) every attack first: bad options fail before any work
+        _build_attack(the_suite.entries[step.entry_index], step.eps, step.norm, allow_large_eps)
 
     n_all = int(y_all.shape[0])
     if max_examples is not None and max_examples < 1:
@@ -386,7 +429,7 @@ def evaluate(
                 adv_x = adv_loaded
 
     if clean is None:
-        clean = _clean_pass(net, x, y, batch_size, dev, amp)
+        clean = _clean_pass(net, x, y, batch_size, dev, amp, indices)
         if state is not None and main:
             _commit(state, clean, records, broken, seconds, 0, 0)
 
@@ -398,7 +441,9 @@ def evaluate(
             targets = _targets(clean["clean_correct"], broken, step.index, mode)
             chunks = [targets[i : i + batch_size] for i in range(0, targets.numel(), batch_size)]
             first = start_chunk if step.index == start_step else 0
-            attack = _build_attack(entry, step.eps, step.norm) if first < len(chunks) else None
+            attack = (
+                _build_attack(entry, step.eps, step.norm, allow_large_eps) if first < len(chunks) else None
+            )
             if bar is not None:
                 bar.set_description(f"{step.label} eps={format_eps(step.eps)}")
 
@@ -447,7 +492,20 @@ def evaluate(
     }
     if amp != "off" and fp32_check > 0:
         report = _fp32_check(
-            net, x, y, the_suite, steps, clean, broken, records, mode, batch_size, seed, dev, fp32_check
+            net,
+            x,
+            y,
+            the_suite,
+            steps,
+            clean,
+            broken,
+            records,
+            mode,
+            batch_size,
+            seed,
+            dev,
+            fp32_check,
+            allow_large_eps,
         )
         meta["fp32_check"] = report
         if report["disagree"] and main:  # every rank holds the same report; rank 0 speaks
@@ -553,6 +611,7 @@ def _fp32_check(
     seed: int,
     dev: torch.device,
     budget: int,
+    allow_large_eps: bool = False,
 ) -> dict[str, Any]:
     """Re-run a seeded sample of bf16 chunks in float32; count attack outcomes that differ.
 
@@ -582,7 +641,7 @@ def _fp32_check(
 
     def rerun(k: int) -> Tensor:
         step, b, pos, take = picked[k]
-        attack = _build_attack(suite.entries[step.entry_index], step.eps, step.norm)
+        attack = _build_attack(suite.entries[step.entry_index], step.eps, step.norm, allow_large_eps)
         xb, yb = x[pos].to(dev), y[pos].to(dev)
         res = _run_chunk(attack, net, xb, yb, chunk_seed(seed, step.eps, step.label, b))
         return res.success.cpu().bool()[:take]

@@ -20,7 +20,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from entrobust.errors import ConfigError
+from entrobust.errors import ConfigError, NotEvaluatedError
 from entrobust.io import atomic_write_bytes, atomic_write_json
 
 __all__ = ["STEP_FIELDS", "EvalResult", "Step", "format_eps"]
@@ -116,21 +116,57 @@ class EvalResult:
     def _step_eps(self) -> Tensor:
         return torch.tensor([s.eps for s in self.steps] + [math.inf], dtype=torch.float64)
 
+    @property
+    def attacked_eps(self) -> list[float]:
+        """The ε columns (ascending) at which at least one attack ran. A column can have none:
+        ``evaluate(model, data, "FGSM_4", eps=[0.3])`` has columns 4/255 and 0.3, but its only
+        row fixes ε = 4/255."""
+        ran = {s.eps_index for s in self.steps}
+        return [e for j, e in enumerate(self.eps) if j in ran]
+
+    def _attacked(self, eps: float | None) -> float:
+        """``eps`` (default: the largest attacked ε) if an attack ran there, else raise."""
+        attacked = self.attacked_eps
+        if eps is None:
+            if not attacked:
+                raise NotEvaluatedError("no attack ran at any eps: there is no robust accuracy")
+            return max(attacked)
+        e = float(eps)
+        if any(abs(a - e) <= _TOL for a in attacked):
+            return e
+        ran = ", ".join(f"{s.label} at {format_eps(s.eps)}" for s in self.steps) or "none"
+        raise NotEvaluatedError(
+            f"no attack ran at eps {format_eps(e)}, so there is no robust accuracy there "
+            f"(attacks that ran: {ran}); a fixed-eps row (FGSM_4, PGD20-8, ...) runs only at its own eps"
+        )
+
     def robust_mask(self, eps: float | None = None) -> Tensor:
         """``(N,)`` bool: correct and not fooled by any attack at any ε ≤ ``eps`` (default: the
-        largest ε)."""
-        e = max(self.eps) if eps is None else float(eps)
+        largest ε at which an attack ran).
+
+        Raises :class:`~entrobust.errors.NotEvaluatedError` when no attack ran at ``eps``: the
+        examples' robustness there was never tested, so no mask is returned.
+        """
+        e = self._attacked(eps)
         se = self._step_eps()
         fooled_eps = se[self.broken_step.clamp(min=-1)]  # index -1 → +inf (never fooled)
         return self.clean["clean_correct"] & ~(fooled_eps <= e + _TOL)
 
     def robust_accuracy(self, eps: float | None = None) -> float:
-        """Worst-case robust accuracy over the suite at ``eps`` (default: the largest ε)."""
+        """Worst-case robust accuracy over the suite at ``eps`` (default: the largest ε at which an
+        attack ran).
+
+        Raises :class:`~entrobust.errors.NotEvaluatedError`, naming ``eps`` and the attacks that
+        did run, when no attack ran at ``eps`` (e.g. ``eps=0.3`` when the suite's only row is
+        ``FGSM_4``): the accuracy there was never measured, and the number the cascade would give
+        (clean accuracy, or the value at a smaller ε) is no robust accuracy at ``eps``.
+        """
         return _frac(self.robust_mask(eps))
 
     def accuracy_by_eps(self) -> dict[float, float]:
-        """Worst-case robust accuracy at every ε column."""
-        return {e: self.robust_accuracy(e) for e in self.eps}
+        """Worst-case robust accuracy at every ε column at which an attack ran; columns where no
+        attack ran are absent (see :attr:`attacked_eps`)."""
+        return {e: self.robust_accuracy(e) for e in self.attacked_eps}
 
     def step_of(self, label: str, eps: float) -> Step | None:
         """The step that ran row ``label`` at ``eps`` (None when that cell is empty)."""
@@ -221,6 +257,7 @@ class EvalResult:
             "clean_accuracy": self.clean_accuracy,
             "robust_accuracy": {format_eps(e): a for e, a in self.accuracy_by_eps().items()},
             "robust_accuracy_by_eps": [[e, a] for e, a in self.accuracy_by_eps().items()],
+            "eps_without_attack": [e for e in self.eps if e not in self.attacked_eps],
             "attacks": self.attack_stats(),
             "total_seconds": sum(self.seconds),
             "meta": self.meta,
@@ -234,7 +271,8 @@ class EvalResult:
 
         In cascade mode a cell is the worst-case accuracy after that row at that ε (later rows
         only attack what earlier rows left robust); in independent mode it is the row's own
-        accuracy. Empty cells: the row does not run at that ε.
+        accuracy. Empty cells: the row does not run at that ε; a column where no row runs shows
+        "no attack ran" as its worst case, never a number.
         """
         cols = [f"eps={format_eps(e)}" for e in self.eps]
         stats = {(s["label"], s["eps_index"]): s for s in self.attack_stats()}
@@ -246,7 +284,11 @@ class EvalResult:
                 st = stats.get((label, j))
                 cells.append("" if st is None else f"{100 * st[key]:.{digits}f}")
             rows.append([label, *cells])
-        rows.append(["worst case"] + [f"{100 * a:.{digits}f}" for a in self.accuracy_by_eps().values()])
+        by_eps = self.accuracy_by_eps()
+        rows.append(
+            ["worst case"]
+            + [f"{100 * by_eps[e]:.{digits}f}" if e in by_eps else "no attack ran" for e in self.eps]
+        )
         head = ["attack", *cols]
         widths = [max(len(r[k]) for r in [head, *rows]) for k in range(len(head))]
 

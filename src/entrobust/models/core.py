@@ -60,6 +60,31 @@ class NormalizedModel(nn.Module):
 Builder = Callable[..., nn.Module]
 
 
+def _check_forward(
+    net: nn.Module, name: str, dataset: str | None, shape: tuple[int, ...], num_classes: int
+) -> None:
+    """One eval-mode forward of a zero batch of ``shape`` images: a clear :class:`ConfigError`
+    now instead of a shape traceback in the first training step."""
+    was = {m: m.training for m in net.modules()}
+    try:
+        net.eval()
+        with torch.no_grad():
+            out = net(torch.zeros(2, *shape))
+    except RuntimeError as err:
+        raise ConfigError(
+            f"model {name!r} cannot take {dataset} images of shape {shape}: {err}; "
+            "pick an architecture for this image size or pass input_size="
+        ) from None
+    finally:
+        for m, t in was.items():
+            m.training = t
+    if not isinstance(out, Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ConfigError(
+            f"model {name!r} on {dataset} images {shape} gives {got}, not (N, {num_classes}) logits"
+        )
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """A registered architecture: its builder and the input it was designed for."""
@@ -69,19 +94,23 @@ class ModelEntry:
     source: str  # where the definition comes from
     description: str = ""
     defaults: dict[str, object] = field(default_factory=dict)
+    #: the builder takes ``input_size=(H, W)`` (fully connected sizes depend on it); ``create_model``
+    #: fills it from ``dataset`` like ``num_classes`` and ``in_channels``
+    sized: bool = False
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def register_model(
-    name: str, *, input_shape: tuple[int, int, int], source: str, description: str = ""
+    name: str, *, input_shape: tuple[int, int, int], source: str, description: str = "", sized: bool = False
 ) -> Callable[[Builder], Builder]:
-    """Decorator registering ``builder(num_classes, in_channels, **kw) -> nn.Module`` as ``name``."""
+    """Decorator registering ``builder(num_classes, in_channels, **kw) -> nn.Module`` as ``name``;
+    ``sized=True`` when the builder takes ``input_size`` (see :class:`ModelEntry`)."""
 
     def add(builder: Builder) -> Builder:
         doc = description or (builder.__doc__ or "").strip().split("\n")[0]
-        MODELS.register(name, ModelEntry(builder, input_shape, source, doc), help=doc)
+        MODELS.register(name, ModelEntry(builder, input_shape, source, doc, sized=sized), help=doc)
         return builder
 
     return add
@@ -100,13 +129,18 @@ def create_model(
     """Build registered model ``name`` with its normalization layer inside.
 
     ``dataset`` (e.g. ``"mnist5k"``) supplies defaults for ``num_classes``, ``in_channels``,
-    ``mean`` and ``std``; explicit arguments win. Without a dataset the model gets the identity
-    normalization (mean 0, std 1). Raises :class:`~entrobust.errors.UnknownNameError` listing
-    the valid names for an unknown model or dataset.
+    ``mean``, ``std`` and — for architectures whose layer sizes depend on it (``mlp3``,
+    ``smallcnn``, ...) — ``input_size``; explicit arguments win. A model built for a dataset
+    whose image size differs from the architecture's registered one is checked with one forward
+    pass on a zero batch. Without a dataset the model gets the identity normalization (mean 0,
+    std 1). Raises :class:`~entrobust.errors.UnknownNameError` listing the valid names for an
+    unknown model or dataset, :class:`ConfigError` when the architecture cannot take the
+    dataset's images.
     """
     import entrobust.models  # noqa: F401  (registers the built-in architectures)
 
     entry = MODELS.get(name)
+    image_size: tuple[int, int] | None = None
     if dataset is not None:
         from entrobust.data.info import DATASET_INFO
 
@@ -120,6 +154,10 @@ def create_model(
         in_channels = info.in_channels if in_channels is None else in_channels
         mean = info.mean if mean is None else mean
         std = info.std if std is None else std
+        image_size = (info.shape[1], info.shape[2])
+        if image_size != tuple(entry.input_shape[1:]) and entry.sized and "input_size" not in kwargs:
+            h, w = image_size
+            kwargs["input_size"] = h if h == w else [h, w]  # recorded in the spec: checkpoints rebuild
     num_classes = 10 if num_classes is None else num_classes
     in_channels = entry.input_shape[0] if in_channels is None else in_channels
     if num_classes < 2:
@@ -132,7 +170,16 @@ def create_model(
         raise ConfigError(
             f"normalization has {len(mean)} channels but model {name!r} has {in_channels} inputs"
         )
-    net = entry.builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    try:
+        net = entry.builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except ConfigError as err:
+        if image_size is None or "input_size" not in kwargs:
+            raise
+        raise ConfigError(
+            f"model {name!r} for {dataset} images {image_size[0]}×{image_size[1]}: {err}"
+        ) from None
+    if image_size is not None and image_size != tuple(entry.input_shape[1:]):
+        _check_forward(net, name, dataset, (in_channels, *image_size), num_classes)
     spec: dict[str, object] = {
         "name": name,
         "num_classes": num_classes,

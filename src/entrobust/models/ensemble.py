@@ -95,6 +95,7 @@ def ensemble_member_logits(model: nn.Module, x: Tensor) -> Tensor:
     "ensemble",
     input_shape=(1, 28, 28),
     source="ADP (Pang et al. 2019); RU §4 (K = 3)",
+    sized=True,
 )
 def ensemble(
     num_classes: int,
@@ -103,12 +104,16 @@ def ensemble(
     member: str = "cnn4",
     k: int = 3,
     member_kwargs: dict[str, object] | None = None,
+    input_size: object = None,
 ) -> nn.Module:
-    """K members of one registered architecture averaged in probability space (ADP)."""
+    """K members of one registered architecture averaged in probability space (ADP);
+    ``input_size`` goes to members that take it (unless ``member_kwargs`` sets it)."""
     if member == "ensemble":
         raise ConfigError("an ensemble member cannot itself be an ensemble")
     if k < 1:
         raise ConfigError(f"ensemble size k must be >= 1, got {k}")
     entry = MODELS.get(member)
     kw = dict(member_kwargs or {})
+    if input_size is not None and entry.sized:
+        kw.setdefault("input_size", input_size)
     return Ensemble([entry.builder(num_classes=num_classes, in_channels=in_channels, **kw) for _ in range(k)])

@@ -249,31 +249,31 @@ class MLP3(nn.Module):
 _MNIST = (1, 28, 28)
 
 
-@register_model("smallcnn", input_shape=_MNIST, source="TRADES models/small_cnn.py")
+@register_model("smallcnn", input_shape=_MNIST, sized=True, source="TRADES models/small_cnn.py")
 def smallcnn(num_classes: int, in_channels: int, **kw: object) -> nn.Module:
     """TRADES MNIST SmallCNN: 4 conv + 3 fc, dropout 0.5 (TRADES, ATENT ℓ∞ MNIST)."""
     return build(SmallCNN, "smallcnn", num_classes, in_channels, **kw)
 
 
-@register_model("cnn4", input_shape=_MNIST, source="Ju et al. 2020 (RU), Appendix A.1")
+@register_model("cnn4", input_shape=_MNIST, sized=True, source="Ju et al. 2020 (RU), Appendix A.1")
 def cnn4(num_classes: int, in_channels: int, **kw: object) -> nn.Module:
     """RU's four-layer MNIST CNN: conv10-5, conv20-5, fc320→50→C."""
     return build(CNN4, "cnn4", num_classes, in_channels, **kw)
 
 
-@register_model("lenet", input_shape=_MNIST, source="Shen, Chen, Wang (Min-Max), §3.1")
+@register_model("lenet", input_shape=_MNIST, sized=True, source="Shen, Chen, Wang (Min-Max), §3.1")
 def lenet(num_classes: int, in_channels: int, **kw: object) -> nn.Module:
     """LeNet (ReLU): conv6-5 pad2, conv16-5, fc400→120→84→C (Min-Max paper)."""
     return build(LeNet, "lenet", num_classes, in_channels, **kw)
 
 
-@register_model("lenet5", input_shape=_MNIST, source="advertorch LeNet5; ATENT App. B")
+@register_model("lenet5", input_shape=_MNIST, sized=True, source="advertorch LeNet5; ATENT App. B")
 def lenet5(num_classes: int, in_channels: int, **kw: object) -> nn.Module:
     """AdverTorch LeNet5: conv32-5, conv64-5 (pad 2), fc3136→1024→C (ATENT ℓ2, MMA)."""
     return build(LeNet5, "lenet5", num_classes, in_channels, **kw)
 
 
-@register_model("mlp3", input_shape=_MNIST, source="Jagatap et al. 2021 (ATENT), Fig. 1")
+@register_model("mlp3", input_shape=_MNIST, sized=True, source="Jagatap et al. 2021 (ATENT), Fig. 1")
 def mlp3(num_classes: int, in_channels: int, **kw: object) -> nn.Module:
     """3-layer MLP in→hidden→hidden→C for 2-class MNIST boundary plots (ATENT Fig. 1)."""
     return build(MLP3, "mlp3", num_classes, in_channels, **kw)
