@@ -190,6 +190,7 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return study, base / "ws"
 
 
+@pytest.mark.slow  # the default run crashes `run` after chosen writes instead (test_checkpoint_crash.py)
 def test_killed_at_random_points_then_resumed_equals_straight_run(
     straight: tuple[Path, Path], tmp_path: Path
 ) -> None:
