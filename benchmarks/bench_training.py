@@ -9,7 +9,11 @@
    (TRADES needs one extra clean forward for its KL target, PGD-AT one pass fewer than PAT).
 
 SmallCNN on mnist5k (``--batches`` batches of ``--batch-size``), CPU unless ``--device`` says so.
-Prints a table. Usage::
+On a CPU every time is **process CPU time** (``time.process_time``), not wall time: on a shared
+machine other programs stretch wall time but not the CPU seconds this process spends (on a GPU,
+wall time with synchronization). The results are **ratios** to the bare forward+backward time
+measured in the same run (before and after the methods, averaged, so drift shows), which stay
+meaningful when the machine is slower or busier. Prints a table. Usage::
 
     python benchmarks/bench_training.py [--steps 5] [--batches 8] [--threads 2]
 """
@@ -25,15 +29,24 @@ import torch
 import torch.nn.functional as F
 
 
+def clock(device: torch.device | str = "cpu") -> float:
+    """Seconds for timing: process CPU time on a CPU (unaffected by other programs sharing the
+    machine), wall time after synchronizing on a GPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        return time.perf_counter()
+    return time.process_time()
+
+
 def bare_pass_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
-    """Median seconds of one forward+backward (CE, parameter gradients) on the batch."""
+    """Median seconds (:func:`clock`) of one forward+backward (CE, parameter gradients) on the batch."""
     model.train()
     times = []
     for _ in range(repeats + 2):
-        t = time.perf_counter()
+        t = clock(x.device)
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
-        times.append(time.perf_counter() - t)
+        times.append(clock(x.device) - t)
     return statistics.median(times[2:])
 
 
@@ -43,11 +56,12 @@ def epoch_time(config: Any, train_data: Any, repeats: int) -> float:
 
     trainer = Trainer(config, None, train_data=train_data, progress=False)
     trainer.setup()
+    device = getattr(trainer, "device", "cpu")
     times = []
     for epoch in range(repeats):
-        t = time.perf_counter()
+        t = clock(device)
         trainer.run_epoch(epoch)
-        times.append(time.perf_counter() - t)
+        times.append(clock(device) - t)
     return statistics.median(times)
 
 
@@ -133,15 +147,20 @@ def main(argv: list[str] | None = None) -> int:
         f"model {args.model}, device {device}, threads {threads}, K = {K}, "
         f"{args.batches} batches of {args.batch_size}"
     )
-    print(f"bare forward+backward: {1000 * t_pass:.1f} ms per batch")
     times = {name: epoch_time(c, data, args.repeats) for name, (c, _) in methods.items()}
+    t_after = bare_pass_time(model, x, y, repeats=10)
+    drift = t_after / t_pass
+    t_pass = (t_pass + t_after) / 2
+    unit = "CPU" if device.type == "cpu" else "wall"
+    print(f"bare forward+backward: {1000 * t_pass:.1f} ms {unit} per batch (after ÷ before: {drift:.2f})")
     pat = times["PAT (PGD-K, α=0.5)"]
     print()
-    print(f"{'method':<26} {'epoch s':>8} {'passes/batch':>13} {'÷ bare passes':>14} {'÷ PAT':>7}")
+    head = f"epoch {unit} s"
+    print(f"{'method':<26} {head:>12} {'passes/batch':>13} {'÷ bare passes':>14} {'÷ PAT':>7}")
     for name, (_, passes) in methods.items():
         t = times[name]
         ideal = args.batches * passes * t_pass
-        print(f"{name:<26} {t:>8.2f} {passes:>13d} {t / ideal:>14.2f} {t / pat:>7.2f}")
+        print(f"{name:<26} {t:>12.2f} {passes:>13d} {t / ideal:>14.2f} {t / pat:>7.2f}")
     return 0
 
 

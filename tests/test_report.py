@@ -146,9 +146,11 @@ def test_ru_table_layout_mean_std_and_not_run(study: Store) -> None:
     assert cell.values == pytest.approx([0.25, 0.26]) and cell.text() == "25.5 ± 0.7*"  # restarts=1 marked
     assert any("restarts=1" in n for n in t.notes)
     assert t.cell("PGD10-32", "LS").text() == "not run"
-    black = t.cell("PGD10-32 ", "EntM")  # black-box row
+    black_key = next(r for r in t.rows if t.label(r) == "PGD10-32" and t.row_settings[r] == "black-box")
+    assert black_key.strip() == black_key  # no key told apart by whitespace
+    black = t.cell(black_key, "EntM")  # black-box row
     assert black.values == [0.5] and len(black.sources) == 1
-    assert t.cell("PGD10-32 ", "Normal").empty
+    assert t.cell(black_key, "Normal").empty
 
 
 def test_every_cell_traces_to_stored_rows(study: Store) -> None:
@@ -191,7 +193,11 @@ def test_report_files_are_self_contained_and_traceable(study: Store, tmp_path: P
         re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S).group(1)
     )
     ru = next(t for t in data["tables"] if t["name"] == "ru-table1")
-    cell = ru["cells"]["PGD10-32 | PAT-EntM"]
+    (cell,) = [
+        c
+        for c in ru["cells"]
+        if c["row"] == "PGD10-32" and c["column"] == "PAT-EntM" and c["setting"] == "white-box"
+    ]
     assert cell["mean"] == pytest.approx(0.745) and len(cell["sources"]) == 2
     for src in cell["sources"]:
         assert f'data-sources="{" ".join(cell["sources"])}"' in html
@@ -211,3 +217,137 @@ def test_unknown_experiment_and_run_ids_are_clear_errors(study: Store) -> None:
         ResultSet.from_store(study, run_ids=["zzzz"])
     some = ResultSet.from_store(study, experiment="hand").runs[0].id
     assert [r.id for r in ResultSet.from_store(study, run_ids=[some[:6]]).runs] == [some]
+
+
+# ------------------------------------------------------------------------------- issue 16
+def test_report_json_tells_black_box_rows_by_a_field_not_by_whitespace(study: Store, tmp_path: Path) -> None:
+    rep = write_report(study, tmp_path / "out", experiment="hand")
+    data = json.loads(rep.paths["json"].read_text(encoding="utf-8"))
+    ru = next(t for t in data["tables"] if t["name"] == "ru-table1")
+    for c in ru["cells"]:
+        assert c["row"] == c["row"].strip()
+    black = [c for c in ru["cells"] if c["row"] == "PGD10-32" and c["setting"] == "black-box"]
+    white = [c for c in ru["cells"] if c["row"] == "PGD10-32" and c["setting"] == "white-box"]
+    assert len(black) == len(white) == len(ru["columns"])
+    entm = next(c for c in black if c["column"] == "EntM")
+    assert entm["mean"] == pytest.approx(0.5) and entm["n"] == [100]
+    settings = {r["setting"] for r in ru["rows"] if r["row"] == "PGD10-32"}
+    assert settings == {"white-box", "black-box"}
+
+
+def test_every_table_row_shows_eps_and_n_and_ru_names_in_words(study: Store, tmp_path: Path) -> None:
+    rep = write_report(study, tmp_path / "out", experiment="hand")
+    ru = next(t for t in rep.tables if t.name == "ru-table1")
+    assert ru.eps_text("PGD10-32") == "32/255" and ru.n_text("PGD10-32") == "100"
+    assert ru.eps_text("Clean") == "0"
+    assert ru.plain("PGD10-32") == "PGD, 10 steps, ε = 32/255"
+    atent = next(t for t in rep.tables if t.name == "atent-table2")
+    assert atent.eps_text("PAT") in ("0.3", "–")  # clean ε = 0 is not listed beside attacked numbers
+    html = rep.paths["html"].read_text(encoding="utf-8")
+    md = rep.paths["markdown"].read_text(encoding="utf-8")
+    assert "PGD, 10 steps, ε = 32/255" in html and "PGD10-32 (PGD, 10 steps, ε = 32/255)" in md
+    assert "<th title=" in html and ">ε</th>" in html and ">n</th>" in html
+    assert "| Attacks | ε | n |" in md
+    assert re.search(r"\| PGD10-32 \(PGD, 10 steps, ε = 32/255\) \| 32/255 \| 100 \|", md)
+
+
+def test_kanai_table_says_its_eps_and_each_rows_example_count() -> None:
+    from entrobust.report.results import EvalRow, RunInfo
+
+    run = RunInfo("r1", "AT", "kanai/at", "mnist5k", "cnn4", 0, True, "g")
+    aa = {"row": "worst-case", "suite": {"name": "autoattack-standard"}}
+    pgd = {"row": "attack", "entry": {"attack": "pgd", "kwargs": {"steps": 20}}, "suite": {"name": "x"}}
+    rs = ResultSet(
+        runs=[run],
+        evaluations=[
+            EvalRow(1, "r1", "aa", "worst-case", "linf", 0.3, 100, 0.9, 0.4, aa),
+            EvalRow(2, "r1", "pgd", "PGD-20", "linf", 0.3, 200, 0.9, 0.5, pgd),
+        ],
+    )
+    (t,) = TABLES.get("kanai-table1").build(rs)
+    assert "ε = 0.3" in t.title
+    aa_row, pgd_row = t.rows
+    assert (t.eps_text(aa_row), t.n_text(aa_row)) == ("0.3", "100")
+    assert (t.eps_text(pgd_row), t.n_text(pgd_row)) == ("0.3", "200")
+
+
+def test_geometry_accuracy_is_in_percent_like_every_other_accuracy(study: Store) -> None:
+    rs = ResultSet.from_store(study, experiment="hand")
+    (t,) = TABLES.get("geometry").build(rs)
+    acc = t.cell("Accuracy (ℓ2 PGD20-0.5)", "Normal")
+    assert acc.percent and acc.text().startswith("50.0")
+    assert not t.cell("M_f,x", "Normal").percent
+
+
+def test_plain_attack_names() -> None:
+    from entrobust.report.tables import eps_text, plain_attack_name
+
+    assert plain_attack_name("PGD10-48") == "PGD, 10 steps, ε = 48/255"
+    assert plain_attack_name("FGSM_32") == "FGSM, ε = 32/255"
+    assert plain_attack_name("CW20-8").endswith("20 steps, ε = 8/255")
+    assert plain_attack_name("apgd-ce") == ""
+    assert [eps_text(e) for e in (0.3, 8 / 255, 2.0, 0.0)] == ["0.3", "8/255", "2", "0"]
+
+
+def test_twelve_series_get_twelve_distinct_styles() -> None:
+    from entrobust.report.plots import _styles
+
+    labels = [f"m{i}" for i in range(12)]
+    st = _styles(labels)
+    assert len({s["color"] for s in st.values()}) == 12
+    assert len({s["marker"] for s in st.values()}) == 12
+
+
+def test_loss_surfaces_share_one_colour_scale() -> None:
+    from entrobust.report.plots import shared_levels
+
+    levels = shared_levels([[[0.0, 1.0], [2.0, float("nan")]], [[5.0, 3.0]]], 5)
+    assert len(levels) == 6
+    assert levels[0] == pytest.approx(0.0) and levels[-1] == pytest.approx(5.0)
+
+
+def test_weight_histograms_are_small_multiples(study: Store) -> None:
+    from PIL import Image
+
+    from entrobust.report.plots import weight_histograms
+
+    rs = ResultSet.from_store(study, experiment="hand")
+    (fig,) = weight_histograms(rs)
+    import io
+
+    width, _ = Image.open(io.BytesIO(fig.png)).size
+    assert width > 600 and "One panel per model" in fig.caption  # a grid of panels, not one overlay
+
+
+def test_to_records_and_csv_share_one_shape(study: Store) -> None:
+    import csv
+    import io
+
+    from entrobust.report.results import RECORD_FIELDS, write_csv
+
+    rs = ResultSet.from_store(study, experiment="hand")
+    recs = rs.to_records()
+    assert len(recs) == len([e for e in rs.evaluations if e.run_id in {r.id for r in rs.runs}])
+    assert all(tuple(r) == RECORD_FIELDS for r in recs)
+    assert {r["setting"] for r in recs} == {"white-box", "black-box"}
+    buf = io.StringIO()
+    assert write_csv(recs, buf) == len(recs)
+    back = list(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert len(back) == len(recs)
+    for a, b in zip(recs, back, strict=True):
+        assert b["source"] == a["source"] and b["label"] == a["label"]
+        assert float(b["robust_acc"]) == pytest.approx(a["robust_acc"])
+        assert float(b["eps"]) == pytest.approx(a["eps"])
+
+
+def test_to_pandas_matches_the_records_or_says_how_to_install(study: Store) -> None:
+    rs = ResultSet.from_store(study, experiment="hand")
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install pandas"):
+            rs.to_pandas()
+        pytest.skip("pandas is not installed: checked the install hint only")
+    df = rs.to_pandas()
+    assert list(df.columns) == list(__import__("entrobust.report.results").report.results.RECORD_FIELDS)
+    assert len(df) == len(rs.to_records())

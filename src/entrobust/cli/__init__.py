@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,7 +34,20 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+def plain(text: str) -> str:
+    """``text`` without reStructuredText markup, for the terminal: ````x```` → ``x``, ```x``` → ``'x'``."""
+    return text.replace("``", "").replace("`", "'")
+
+
 class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line; help without the docstrings' RST backticks."""
+
+    def format_help(self) -> str:
+        return plain(super().format_help())
+
+    def format_usage(self) -> str:
+        return plain(super().format_usage())
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         self.exit(2, f"entrobust: error: {message}\n")
@@ -41,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every subcommand module that is installed."""
-    parser = _Parser(prog="entrobust", description=(__doc__ or "").split("\n")[0])
+    parser = _Parser(prog="entrobust", description=plain((__doc__ or "").split("\n")[0]))
     parser.add_argument("--version", action="version", version=f"entrobust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
@@ -66,6 +80,18 @@ def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
     return f"{reason} (while writing under {folder})" if folder else reason
 
 
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``entrobust claims --json | head``): point stdout at devnull
+    so that the interpreter's final flush cannot fail again, and leave quietly with status 1 (the
+    recipe of the Python docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a descriptor (captured)
+        pass
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and of ``python -m entrobust``."""
     parser = build_parser()
@@ -75,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe (``| head``) shows here, inside the handler
+    except BrokenPipeError:
+        code = _closed_pipe()
     except EntrobustError as exc:
         print(f"entrobust: error: {exc}", file=sys.stderr)
         code = 2

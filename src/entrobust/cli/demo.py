@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from entrobust.cli.workspace import DEMO_WORKSPACE
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="The main job: key defenses of the four papers on mnist5k, strong evaluation, audit, "
         "claims check and an HTML report.",
     )
-    p.add_argument("--out", "-o", default="entrobust-demo", help="output folder (default: entrobust-demo)")
+    p.add_argument("--out", "-o", default=DEMO_WORKSPACE, help=f"output folder (default: {DEMO_WORKSPACE})")
     p.add_argument(
         "--scale",
         default="cpu",

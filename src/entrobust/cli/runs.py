@@ -1,11 +1,16 @@
-"""``entrobust runs [--workspace DIR] [--status S] [--preset P] ...``: list the runs of a workspace."""
+"""``entrobust runs [--workspace DIR] [--status S] [--preset P] ... [--json | --csv FILE]``: list the
+runs of a workspace, or export their evaluation rows as CSV (:meth:`ResultSet.to_records`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from entrobust.cli.workspace import add_workspace_arg, open_store
+
+if TYPE_CHECKING:
+    from entrobust.experiments.store import Store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +26,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="only runs of this model")
     p.add_argument("--experiment", help="only runs used by this experiment")
     p.add_argument("--seed", type=int, help="only runs with this seed")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    out.add_argument(
+        "--csv",
+        metavar="FILE",
+        help="write every evaluation row of the listed runs as CSV (one line per row, with the run's "
+        "label, preset, dataset, model and seed; accuracies as fractions) to FILE, or - for stdout",
+    )
     p.set_defaults(func=run)
 
 
@@ -45,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         for m in store.members():
             labels.setdefault(m["run_id"], m["label"])
+    if args.csv is not None:
+        return _write_csv(store, [r.id for r in runs], labels, args.csv)
     counts = {r.id: len(store.evaluations(r.id)) for r in runs}
     if args.json:
         print(json.dumps(
@@ -73,4 +87,25 @@ def run(args: argparse.Namespace) -> int:
             f"{r.model or '-':<9} {'' if r.seed is None else r.seed:>4} {r.status:<8} {counts[r.id]:>5}"
         )
     print(f"{len(runs)} run(s) in {path}")
+    return 0
+
+
+def _write_csv(store: Store, run_ids: list[str], labels: dict[str, str], dest: str) -> int:
+    """The evaluation rows of ``run_ids`` as CSV to ``dest`` (``-``: stdout), atomically for a file."""
+    import io
+    import sys
+
+    from entrobust.io import atomic_write_text
+    from entrobust.report.results import ResultSet, write_csv
+
+    records = ResultSet.from_store(store, run_ids=run_ids).to_records() if run_ids else []
+    for rec in records:  # the label the listing shows (the selected experiment's)
+        rec["label"] = labels.get(rec["run_id"], rec["label"])
+    buf = io.StringIO()
+    k = write_csv(records, buf)
+    if dest == "-":
+        sys.stdout.write(buf.getvalue())
+    else:
+        atomic_write_text(dest, buf.getvalue())
+        print(f"{k} evaluation row(s) of {len(run_ids)} run(s) -> {dest}", file=sys.stderr)
     return 0

@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     from entrobust.experiments.store import Store
 
 DEFAULT_WORKSPACE = "entrobust-workspace"
+#: where ``entrobust demo`` writes by default (its ``--out``)
+DEMO_WORKSPACE = "entrobust-demo"
 
 
 def add_workspace_arg(p: argparse.ArgumentParser) -> None:
@@ -39,5 +41,8 @@ def open_store(workspace: str) -> Store:
 
     path = store_path(workspace)
     if not path.exists():
-        raise EntrobustError(f"no results store at {path}; run an experiment first (entrobust run / demo)")
+        hint = "run an experiment first (entrobust run / demo)"
+        if workspace == DEFAULT_WORKSPACE and store_path(DEMO_WORKSPACE).exists():
+            hint = f"the demo's results are in {DEMO_WORKSPACE}: pass -w {DEMO_WORKSPACE}"
+        raise EntrobustError(f"no results store at {path}; {hint}")
     return Store(path, readonly=True)

@@ -59,10 +59,43 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+#: 12 colours that stay apart (tab10 plus black and mustard; tab20's light/dark pairs do not)
+PALETTE: tuple[str, ...] = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#000000",
+    "#b8860b",
+)
+#: one marker per series, so that even a colour-blind reader or a grey print tells 12 series apart
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p")
+#: line styles cycling with the markers
+LINESTYLES: tuple[str, ...] = ("-", "--", "-.", ":")
+
+
 def _colors(labels: Sequence[str]) -> dict[str, Any]:
-    plt = _plt()
-    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    return {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
+    """A distinct colour per label (:data:`PALETTE`, cycling beyond 12)."""
+    return {lab: PALETTE[i % len(PALETTE)] for i, lab in enumerate(labels)}
+
+
+def _styles(labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Colour, marker and line style per label: no two of 12 series share all three (and no two
+    share colour and marker), so every curve of a 12-model plot is told apart."""
+    return {
+        lab: {
+            "color": PALETTE[i % len(PALETTE)],
+            "marker": MARKERS[i % len(MARKERS)],
+            "ls": LINESTYLES[i % len(LINESTYLES)],
+        }
+        for i, lab in enumerate(labels)
+    }
 
 
 def _legend_outside(ax: Any) -> None:
@@ -73,6 +106,22 @@ def _legend_outside(ax: Any) -> None:
 def _colorbar(fig: Any, mappable: Any, ax: Any) -> None:
     cb = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
     cb.ax.tick_params(labelsize=6)
+
+
+def shared_levels(grids: Sequence[Any], n: int) -> list[float]:
+    """``n + 1`` contour levels spanning every grid in ``grids`` (NaN ignored): panels drawn with
+    them share one colour scale, so equal colours mean equal values across models."""
+    lo, hi = math.inf, -math.inf
+    for g in grids:
+        for row in g:
+            for v in row if isinstance(row, list | tuple) else [row]:
+                if isinstance(v, int | float) and math.isfinite(v):
+                    lo, hi = min(lo, float(v)), max(hi, float(v))
+    if not math.isfinite(lo):
+        lo, hi = 0.0, 1.0
+    if hi <= lo:
+        hi = lo + 1e-6
+    return [lo + (hi - lo) * k / n for k in range(n + 1)]
 
 
 def _first(rs: ResultSet, label: str, ds: str) -> list[RunInfo]:
@@ -93,7 +142,7 @@ def eps_curves(rs: ResultSet) -> list[Figure]:
     figs = []
     for ds in rs.datasets():
         labels = rs.labels(ds)
-        colors = _colors(labels)
+        styles = _styles(labels)
         audit_lines: list[tuple[str, list[float], list[float]]] = []
         eval_lines: list[tuple[str, list[float], list[float]]] = []
         sources: list[str] = []
@@ -132,7 +181,7 @@ def eps_curves(rs: ResultSet) -> list[Figure]:
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
         for ax, (title, lines) in zip(axes[0], panels, strict=False):
             for lab, xs, ys in lines:
-                ax.plot(xs, [100 * y for y in ys], marker="o", ms=3, label=lab, color=colors[lab])
+                ax.plot(xs, [100 * y for y in ys], ms=4, lw=1.3, label=lab, **styles[lab])
             ax.set_xlabel("ε (ℓ∞)")
             ax.set_ylabel("accuracy (%)")
             ax.set_ylim(-2, 102)
@@ -159,7 +208,7 @@ def steps_curves(rs: ResultSet) -> list[Figure]:
     figs = []
     for ds in rs.datasets():
         labels = rs.labels(ds)
-        colors = _colors(labels)
+        styles = _styles(labels)
         lines, sources, eps = [], [], None
         for lab in labels:
             for r in _first(rs, lab, ds)[:1]:
@@ -174,7 +223,7 @@ def steps_curves(rs: ResultSet) -> list[Figure]:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(5.6, 3.6))
         for lab, xs, ys in lines:
-            ax.plot(xs, [100 * y for y in ys], marker="o", ms=3, label=lab, color=colors[lab])
+            ax.plot(xs, [100 * y for y in ys], ms=4, lw=1.3, label=lab, **styles[lab])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("PGD steps k (step size max(1/510, 2ε/k))")
         ax.set_ylabel("accuracy (%)")
@@ -203,6 +252,7 @@ def training_curves(rs: ResultSet) -> list[Figure]:
         if not labels:
             continue
         colors = _colors(labels)
+        markers = {lab: _styles(labels)[lab]["marker"] for lab in labels}
         plt = _plt()
         fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.6))
         any_robust = False
@@ -213,8 +263,8 @@ def training_curves(rs: ResultSet) -> list[Figure]:
             axes[0].plot(
                 xs,
                 [e.get("train_loss", math.nan) for e in ep],
-                marker="o",
-                ms=3,
+                marker=markers[lab],
+                ms=4,
                 label=lab,
                 color=colors[lab],
             )
@@ -224,7 +274,7 @@ def training_curves(rs: ResultSet) -> list[Figure]:
                 any_robust = True
                 pct = [100 * y if isinstance(y, int | float) and _ok(y) else math.nan for y in ys]
                 style = "-" if key == "val_robust_acc" else "--"
-                axes[1].plot(xs, pct, marker="o", ms=3, color=colors[lab], ls=style, label=lab)
+                axes[1].plot(xs, pct, marker=markers[lab], ms=4, color=colors[lab], ls=style, label=lab)
         axes[0].set_title("training loss", fontsize=10)
         axes[1].set_title(
             "robust accuracy per epoch (solid: validation, dashed: training batches)", fontsize=9
@@ -354,10 +404,10 @@ def entropy_histograms(rs: ResultSet) -> list[Figure]:
                         continue
                     edges, counts = hist["edges"], hist["counts"]
                     total = sum(counts)
-                    ax.step(edges[:-1], [c / total for c in counts], where="post", ls=ls, color=colors[lab],
-                            label=f"{lab} ({kind})")  # fmt: skip
+                    ax.step(edges[:-1], [100 * c / total for c in counts], where="post", ls=ls,
+                            color=colors[lab], label=f"{lab} ({kind})")  # fmt: skip
             ax.set_xlabel("prediction entropy (nats)" if what == "entropy" else "max softmax probability")
-            ax.set_ylabel("fraction of examples")
+            ax.set_ylabel("% of examples")
             ax.grid(alpha=0.3)
         axes[1].legend(fontsize=6, ncol=2)
         figs.append(
@@ -390,28 +440,42 @@ def weight_histograms(rs: ResultSet) -> list[Figure]:
             continue
         colors = _colors([i[0] for i in items])
         plt = _plt()
-        fig, ax = plt.subplots(figsize=(6.4, 3.8))
-        for lab, h, fz, _ in items:
+        from matplotlib import ticker
+
+        cols = min(len(items), 4)
+        rows = math.ceil(len(items) / cols)
+        fig, axes = plt.subplots(
+            rows,
+            cols,
+            figsize=(2.9 * cols, 2.2 * rows),
+            squeeze=False,
+            sharex=True,
+            sharey=True,
+            layout="constrained",
+        )
+        for ax in axes.ravel()[len(items) :]:
+            ax.axis("off")
+        for ax, (lab, h, fz, _) in zip(axes.ravel(), items, strict=False):
             total = max(sum(h["counts"]), 1)
-            fzs = f", fuzziness {fz:.3f}" if isinstance(fz, float) else ""
-            ax.step(
-                h["edges"][:-1],
-                [c / total for c in h["counts"]],
-                where="post",
-                color=colors[lab],
-                label=f"{lab}{fzs}",
-            )
-        ax.set_xlabel("weight value (first conv layer)")
-        ax.set_ylabel("fraction of weights")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        _legend_outside(ax)
+            pct = [100 * c / total for c in h["counts"]]
+            ax.stairs(pct, h["edges"], fill=True, color=colors[lab], alpha=0.8)
+            fzs = f"fuzziness {fz:.3f}" if isinstance(fz, float) else ""
+            ax.set_title(lab, fontsize=9)
+            if fzs:
+                ax.text(0.97, 0.92, fzs, ha="right", va="top", fontsize=7, transform=ax.transAxes)
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+            ax.tick_params(labelsize=6)
+            ax.grid(alpha=0.3)
+        fig.supxlabel("weight value (first conv layer)", fontsize=8)
+        fig.supylabel("% of weights (log scale)", fontsize=8)
         figs.append(
             Figure(
                 "weights",
                 f"First-conv-layer weight histograms — {ds}",
                 "Min-Max Figs. 4–5: the Min-Max regularizer pushes weights to 0 or away from it "
-                "(lower fuzziness).",
+                "(lower fuzziness). One panel per model, shared axes.",
                 _png(fig),
                 [i[3] for i in items],
                 ds,
@@ -440,13 +504,18 @@ def input_surfaces(rs: ResultSet) -> list[Figure]:
         )
         for ax in axes.ravel():
             ax.axis("off")
+        levels = shared_levels([s["loss"] for _, s, _ in items], 15)
+        cs = None
         for ax, (lab, s, _) in zip(axes.ravel(), items, strict=False):
             ax.axis("on")
-            cs = ax.contourf(s["eps1"], s["eps2"], s["loss"], levels=15, cmap="viridis")
+            cs = ax.contourf(s["eps1"], s["eps2"], s["loss"], levels=levels, cmap="viridis", extend="neither")
             ax.contour(s["eps1"], s["eps2"], s["margin"], levels=[0.0], colors="w", linewidths=1.0)
             ax.set_title(lab, fontsize=9)
             ax.tick_params(labelsize=6)
-            _colorbar(fig, cs, ax)
+        if cs is not None:  # one colour bar: every panel uses the same loss → colour mapping
+            cb = fig.colorbar(cs, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
+            cb.set_label("CE loss (shared scale)", fontsize=7)
+            cb.ax.tick_params(labelsize=6)
         fig.supxlabel("ε₁ (sign of ∇ₓ CE)", fontsize=8)
         fig.supylabel("ε₂ (random ±1 direction)", fontsize=8)
         figs.append(

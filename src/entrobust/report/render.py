@@ -21,7 +21,7 @@ from entrobust.experiments.claims import ClaimResult, check_claims
 from entrobust.io import atomic_write_bytes, atomic_write_text
 from entrobust.report.plots import Figure, build_figures
 from entrobust.report.results import ResultSet
-from entrobust.report.tables import Table, build_tables
+from entrobust.report.tables import Table, build_tables, eps_text
 
 __all__ = ["Report", "build_report", "write_report"]
 
@@ -167,8 +167,14 @@ def _md_head(cells: Sequence[str]) -> list[str]:
     return [_md_row(cells), "|" + "---|" * len(cells)]
 
 
+def _row_name(t: Table, row: str) -> str:
+    """``PGD10-48 (PGD, 10 steps, ε = 48/255)``: the RU name and what it means."""
+    plain = t.plain(row)
+    return f"{t.label(row)} ({plain})" if plain else t.label(row)
+
+
 def _md_table(t: Table) -> str:
-    lines = _md_head([t.corner or "", *t.columns])
+    lines = _md_head([t.corner or "", "ε", "n", *t.columns])
     group_at: dict[int, str] = {}
     i = 0
     for g, span in t.row_groups:
@@ -177,8 +183,9 @@ def _md_table(t: Table) -> str:
         i += span
     for k, row in enumerate(t.rows):
         if k in group_at:
-            lines.append(_md_row([f"**{group_at[k]}**", *[""] * len(t.columns)]))
-        lines.append(_md_row([row.strip(), *[t.cell(row, c).text() for c in t.columns]]))
+            lines.append(_md_row([f"**{group_at[k]}**", "", "", *[""] * len(t.columns)]))
+        cells = [t.cell(row, c).text() for c in t.columns]
+        lines.append(_md_row([_row_name(t, row), t.eps_text(row), t.n_text(row), *cells]))
     return "\n".join(lines)
 
 
@@ -189,7 +196,8 @@ def to_markdown(rep: Report, figure_files: Sequence[str] = ()) -> str:
         f"# {rep.title}",
         "",
         f"Generated {rep.generated} by entrobust from the results store; {len(rs.runs)} trained run(s) on "
-        f"{', '.join(rs.datasets()) or '-'}. Numbers are accuracies in % (mean ± std over seeds); every "
+        f"{', '.join(rs.datasets()) or '-'}. Every accuracy is in % (mean ± std over seeds); ε is in pixel "
+        "units of [0, 1] images and n is the number of test examples behind a row's numbers; every "
         "cell's source rows are listed in `report.json`.",
         "",
     ]
@@ -240,6 +248,8 @@ th{background:#eef1f6;font-weight:600;text-align:center}
 td.rowh,th.rowh{text-align:left;font-weight:600;background:#f8f9fb}
 td.grp{background:#e7ecf5;font-weight:700;text-align:left}
 td.empty{color:#a3a9b5;font-style:italic}
+td.meta{color:#5b6577;font-size:12px;background:#fbfbfd}
+span.plain{display:block;font-weight:400;font-size:11px;color:#5b6577}
 td[data-sources]:hover{background:#fff7d6;cursor:help}
 .notes{font-size:12.5px;color:#5b6577;margin:4px 0 0;padding-left:18px}
 .badge{display:inline-block;padding:2px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
@@ -292,7 +302,8 @@ def _cell_html(t: Table, row: str, col: str) -> str:
     if c.empty:
         return _tag("td", "not run", cls="empty")
     values = ", ".join(f"{100 * v:.2f}" if c.percent else f"{v:.4g}" for v in c.values)
-    tip = f"{row.strip()} / {col}: {values} — sources: {', '.join(c.sources)}"
+    n = f" (n = {', '.join(str(k) for k in c.n)})" if c.percent and c.n else ""
+    tip = f"{t.label(row)} / {col}: {values}{n} — sources: {', '.join(c.sources)}"
     return _tag("td", _e(c.text()), data_sources=" ".join(c.sources), title=tip)
 
 
@@ -302,12 +313,15 @@ def _html_table(t: Table) -> str:
     row_groups = any(g for g, _ in t.row_groups)
     lead = 2 if row_groups else 1
     head = [_th(c) for c in t.columns]
+    meta_tip = "ε: pixel units of [0, 1] images; n: test examples behind the row's numbers"
     if col_groups:
         top = [_th(t.corner, colspan=lead, rowspan=2, cls="rowh")]
+        top += [_th("ε", rowspan=2, title=meta_tip), _th("n", rowspan=2, title=meta_tip)]
         top += [_th(g, colspan=span) for g, span in t.column_groups]
         out = [_row(top), _row(head)]
     else:
-        out = [_row([_th(t.corner, colspan=lead, cls="rowh"), *head])]
+        meta = [_th("ε", title=meta_tip), _th("n", title=meta_tip)]
+        out = [_row([_th(t.corner, colspan=lead, cls="rowh"), *meta, *head])]
     starts: dict[int, tuple[str, int]] = {}
     i = 0
     for g, span in t.row_groups:
@@ -318,7 +332,10 @@ def _html_table(t: Table) -> str:
         if row_groups and k in starts:
             g, span = starts[k]
             cells.append(_tag("td", _e(g), cls="grp", rowspan=span))
-        cells.append(_tag("td", _e(row.strip()), cls="rowh"))
+        plain = t.plain(row)
+        name = _e(t.label(row)) + (_tag("span", _e(plain), cls="plain") if plain else "")
+        cells.append(_tag("td", name, cls="rowh"))
+        cells += [_tag("td", _e(t.eps_text(row)), cls="meta"), _tag("td", _e(t.n_text(row)), cls="meta")]
         cells += [_cell_html(t, row, col) for col in t.columns]
         out.append(_row(cells))
     return _tag("table", "".join(out), cls="paper")
@@ -383,7 +400,7 @@ def _audit_html(rep: Report) -> str:
         cells = [
             _tag("td", _e(a["label"]), cls="rowh"),
             _tag("td", _e(a["seed"])),
-            _tag("td", f"{_e(th.get('norm', ''))} {float(th.get('eps', 0)):.3g}"),
+            _tag("td", f"{_e(th.get('norm', ''))} ε = {eps_text(float(th.get('eps', 0)))}"),
             _tag("td", _e(a.get("n"))),
             _tag("td", f"{100 * clean:.1f}" if isinstance(clean, float) else "-"),
             _tag("td", _badge(str(a.get("status"))), data_sources=a["source"]),
@@ -441,8 +458,9 @@ def to_html(rep: Report) -> str:
     nav += [("figures", "Figures"), ("runs", "Runs")]
     experiment = f" — experiment {_e(rs.experiment)}" if rs.experiment else ""
     intro = (
-        f"Generated {_e(rep.generated)} by entrobust from the results store{experiment}. Accuracies in %, "
-        "mean ± std over seeds; hover a cell to see the stored rows behind it."
+        f"Generated {_e(rep.generated)} by entrobust from the results store{experiment}. Every accuracy "
+        "is in %, mean ± std over seeds; ε in pixel units of [0, 1] images, n = test examples behind a "
+        "row; hover a cell to see the stored rows behind it."
     )
     body = [
         "<!DOCTYPE html>",

@@ -9,13 +9,37 @@ Every number it hands out comes as a :class:`Cell` that lists the ids of the row
 
 from __future__ import annotations
 
+import csv
 import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["Cell", "EvalRow", "ResultSet", "RunInfo", "normalize_label"]
+__all__ = ["RECORD_FIELDS", "Cell", "EvalRow", "ResultSet", "RunInfo", "normalize_label", "write_csv"]
+
+#: columns of :meth:`ResultSet.to_records` (and of ``entrobust runs --csv``), in order
+RECORD_FIELDS: tuple[str, ...] = (
+    "run_id",
+    "label",
+    "preset",
+    "dataset",
+    "model",
+    "seed",
+    "evaluation",
+    "suite",
+    "setting",
+    "row",
+    "attack",
+    "attack_name",
+    "norm",
+    "eps",
+    "n",
+    "clean_acc",
+    "robust_acc",
+    "accuracy",
+    "source",
+)
 
 _EPS_TOL = 1e-6
 
@@ -63,6 +87,11 @@ class EvalRow:
         return bool(self.spec.get("transfer_from"))
 
     @property
+    def setting(self) -> str:
+        """``black-box`` for rows crafted on a surrogate and transferred, else ``white-box``."""
+        return "black-box" if self.transfer else "white-box"
+
+    @property
     def row_kind(self) -> str:
         """``clean``, ``attack`` or ``worst-case``."""
         if "row" in self.spec:
@@ -103,6 +132,7 @@ class Cell:
     n: list[int] = field(default_factory=list)
     note: str = ""
     percent: bool = True
+    eps: list[float] = field(default_factory=list)  # the ε of each value's row (accuracy cells)
 
     @property
     def empty(self) -> bool:
@@ -144,6 +174,9 @@ class Cell:
             "values": self.values,
             "sources": self.sources,
             "runs": self.runs,
+            "n": self.n,
+            "eps": self.eps,
+            "unit": "fraction" if self.percent else "value",
             "note": self.note,
         }
 
@@ -239,6 +272,61 @@ class ResultSet:
             out.epochs[r.id] = store.epochs(r.id)
         return out
 
+    # ----------------------------------------------------------------- export
+    def to_records(self) -> list[dict[str, Any]]:
+        """Every evaluation row of the set's runs as a flat dict with the columns of
+        :data:`RECORD_FIELDS`: the run (id, label, preset, dataset, model, seed), the row
+        (evaluation name, suite, ``setting`` white-box / black-box, row kind clean / attack /
+        worst-case, attack label and registered name, norm, ε, n), the clean and robust accuracy as
+        fractions in [0, 1], whether the robust accuracy is the attack's own (``standalone``) or the
+        worst case so far (``cumulative``), and the store id of the row (``evaluation:17``).
+        The one source of ``entrobust runs --csv`` and :meth:`to_pandas`."""
+        runs = {r.id: r for r in self.runs}
+        out = []
+        for e in self.evaluations:
+            r = runs.get(e.run_id)
+            if r is None:  # rows of study-level runs
+                continue
+            out.append(
+                {
+                    "run_id": r.id,
+                    "label": r.label,
+                    "preset": r.preset,
+                    "dataset": r.dataset,
+                    "model": r.model,
+                    "seed": r.seed,
+                    "evaluation": e.evaluation,
+                    "suite": e.suite_name,
+                    "setting": e.setting,
+                    "row": e.row_kind,
+                    "attack": e.attack,
+                    "attack_name": e.attack_name,
+                    "norm": e.norm,
+                    "eps": float(e.eps),
+                    "n": int(e.n),
+                    "clean_acc": float(e.clean_acc),
+                    "robust_acc": float(e.robust_acc),
+                    "accuracy": "cumulative" if e.cumulative else "standalone",
+                    "source": f"evaluation:{e.id}",
+                }
+            )
+        return out
+
+    def to_pandas(self) -> Any:
+        """:meth:`to_records` as a ``pandas.DataFrame`` (pandas is optional: ``pip install pandas``).
+
+        Raises:
+            ImportError: pandas is not installed (the message says how to install it).
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "ResultSet.to_pandas() needs pandas, which is not installed: pip install pandas "
+                "(or use ResultSet.to_records() / entrobust runs --csv FILE without it)"
+            ) from None
+        return pd.DataFrame.from_records(self.to_records(), columns=list(RECORD_FIELDS))
+
     # ----------------------------------------------------------------- selection
     def datasets(self) -> list[str]:
         seen: list[str] = []
@@ -309,6 +397,7 @@ class ResultSet:
             c.sources.append(f"evaluation:{row.id}")
             c.runs.append(r.id)
             c.n.append(int(row.n))
+            c.eps.append(float(row.eps))
         return c
 
     def analysis_cell(self, runs: Sequence[RunInfo], kind: str, get: Callable[..., Any]) -> Cell:
@@ -409,6 +498,19 @@ class ResultSet:
             }
             common = mine if common is None else common & mine
         return sorted(common or set())
+
+
+def write_csv(records: Iterable[dict[str, Any]], file: IO[str]) -> int:
+    """Write ``records`` (:meth:`ResultSet.to_records`) as CSV with a header of
+    :data:`RECORD_FIELDS`; floats keep full precision (``repr``), None is an empty field.
+    Returns the number of data lines."""
+    writer = csv.DictWriter(file, fieldnames=list(RECORD_FIELDS), lineterminator="\n")
+    writer.writeheader()
+    k = 0
+    for rec in records:
+        writer.writerow({f: ("" if rec.get(f) is None else rec.get(f)) for f in RECORD_FIELDS})
+        k += 1
+    return k
 
 
 def _best(rows: list[EvalRow]) -> EvalRow | None:

@@ -16,12 +16,18 @@ name                    layout (source)
 ======================  ==============================================================================
 
 Cells hold mean ± std over seeds and the ids of the rows behind them; a cell without data says
-"not run". A cell filled by a substitute for the paper's exact attack carries a mark explained in
-the table's notes (e.g. PGD-20 with 1 restart standing in for RU's 5 restarts).
+"not run". Every row shows the ε and the number of test examples n of its cells, and an attack row
+named in RU notation also says plainly what ran (``PGD10-48`` = "PGD, 10 steps, ε = 48/255"). A
+row that exists twice, white-box and black-box, is one row *key* per setting with the same label
+and an explicit ``setting`` (``report.json`` gives it as a field). A cell filled by a substitute
+for the paper's exact attack carries a mark explained in the table's notes (e.g. PGD-20 with 1
+restart standing in for RU's 5 restarts).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +35,33 @@ from typing import Any
 from entrobust.registry import Registry
 from entrobust.report.results import Cell, EvalRow, ResultSet, RunInfo
 
-__all__ = ["TABLES", "Table", "TableSpec", "build_tables"]
+__all__ = ["TABLES", "Table", "TableSpec", "build_tables", "eps_text", "plain_attack_name"]
+
+
+def eps_text(eps: float) -> str:
+    """ε as people write it: ``0.3``, ``2`` (two decimals or fewer), else ``k/255`` (``32/255``)."""
+    if abs(eps - round(eps, 2)) < 1e-9:
+        return f"{eps:g}"
+    k = eps * 255
+    if abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/255"
+    return f"{eps:.4g}"
+
+
+_RU_NAME = re.compile(r"(FGSM)_(\d+(?:\.\d+)?)|(PGD|CW)(\d+)-(\d+(?:\.\d+)?)")
+
+
+def plain_attack_name(label: str) -> str:
+    """What an RU-notation attack label means, in words: ``PGD10-48`` → ``PGD, 10 steps, ε = 48/255``,
+    ``CW20-8`` → ``CW loss by PGD, 20 steps, ε = 8/255``, ``FGSM_32`` → ``FGSM, ε = 32/255``; ""
+    for other labels (they already say what they are)."""
+    m = _RU_NAME.fullmatch(label.strip())
+    if m is None:
+        return ""
+    if m.group(1):
+        return f"FGSM, ε = {m.group(2)}/255"
+    what = "PGD" if m.group(3) == "PGD" else "CW loss by PGD"
+    return f"{what}, {m.group(4)} steps, ε = {m.group(5)}/255"
 
 
 @dataclass
@@ -47,9 +79,36 @@ class Table:
     notes: list[str] = field(default_factory=list)
     dataset: str | None = None
     corner: str = ""
+    #: row key → the text shown (default: the key); keys stay unique when labels repeat
+    row_labels: dict[str, str] = field(default_factory=dict)
+    #: row key → ``white-box`` / ``black-box`` for rows of attacks
+    row_settings: dict[str, str] = field(default_factory=dict)
 
     def cell(self, row: str, col: str) -> Cell:
         return self.cells.get((row, col), Cell())
+
+    def label(self, row: str) -> str:
+        """The text shown for row ``row``."""
+        return self.row_labels.get(row, row)
+
+    def plain(self, row: str) -> str:
+        """What the row's attack is, in words ("" when the label says it already)."""
+        return plain_attack_name(self.label(row))
+
+    def _row_cells(self, row: str) -> list[Cell]:
+        return [c for c in (self.cell(row, col) for col in self.columns) if not c.empty]
+
+    def eps_text(self, row: str) -> str:
+        """The ε of the row's attacked numbers (``0`` for a row of clean accuracies only, ``–`` where
+        the numbers are no accuracies; several joined by ``, ``)."""
+        values = sorted({round(e, 9) for c in self._row_cells(row) if c.percent for e in c.eps})
+        attacked = [e for e in values if e > 0] or values
+        return ", ".join(eps_text(e) for e in attacked) or "–"
+
+    def n_text(self, row: str) -> str:
+        """The number of test examples behind the row's numbers (``100, 200`` when they differ)."""
+        values = sorted({k for c in self._row_cells(row) if c.percent for k in c.n if k > 0})
+        return ", ".join(str(k) for k in values) or "–"
 
     @property
     def filled(self) -> int:
@@ -61,9 +120,21 @@ class Table:
             "title": self.title,
             "source": self.source,
             "dataset": self.dataset,
-            "rows": self.rows,
+            "rows": [
+                {
+                    "row": self.label(r),
+                    "setting": self.row_settings.get(r),
+                    "attack": self.plain(r) or None,
+                    "eps": self.eps_text(r),
+                    "n": self.n_text(r),
+                }
+                for r in self.rows
+            ],
             "columns": self.columns,
-            "cells": {f"{r} | {c}": cell.to_dict() for (r, c), cell in self.cells.items()},
+            "cells": [
+                {"row": self.label(r), "column": c, "setting": self.row_settings.get(r), **cell.to_dict()}
+                for (r, c), cell in self.cells.items()
+            ],
             "notes": self.notes,
         }
 
@@ -173,7 +244,8 @@ def ru_table1(rs: ResultSet) -> list[Table]:
     for ds in rs.datasets():
         white, black, which = _ru_rows(ds)
         columns = [c for _, cols in RU_GROUPS for c in cols]
-        rows = ["Clean", *white, *[f"{r} " for r in black]]  # trailing space keeps black-box keys distinct
+        keys = {r: f"{r} [black-box]" for r in black}  # a key per setting; both show the same label
+        rows = ["Clean", *white, *keys.values()]
         t = Table(
             "ru-table1",
             f"RU Table 1 layout — accuracy (%) under attacks on {ds}",
@@ -185,6 +257,8 @@ def ru_table1(rs: ResultSet) -> list[Table]:
             row_groups=[("", 1), ("White-Box", len(white)), ("Black-Box", len(black))],
             dataset=ds,
             corner="Attacks",
+            row_labels={k: r for r, k in keys.items()},
+            row_settings={**{r: "white-box" for r in white}, **{k: "black-box" for k in keys.values()}},
         )
         restarts: dict[str, set[str]] = {}
         for col in columns:
@@ -195,10 +269,10 @@ def ru_table1(rs: ResultSet) -> list[Table]:
                 t.cells[(label, col)] = _mark_changed(rs, runs, c, label, restarts)
             for label in black:
                 c = rs.cell(runs, lambda r, lab=label: rs.labelled_row(r, lab, transfer=True))
-                t.cells[(f"{label} ", col)] = _mark_changed(rs, runs, c, label, restarts, transfer=True)
+                t.cells[(keys[label], col)] = _mark_changed(rs, runs, c, label, restarts, transfer=True)
         by_args: dict[str, list[str]] = {}
         for label, kws in restarts.items():
-            by_args.setdefault(", ".join(sorted(kws)), []).append(label.strip())
+            by_args.setdefault(", ".join(sorted(kws)), []).append(label)
         for args, labels in sorted(by_args.items()):
             rows_txt = ", ".join(dict.fromkeys(labels))
             t.notes.append(f"* run with {args} instead of the paper's setting (RU: 5 restarts): {rows_txt}")
@@ -375,9 +449,10 @@ def kanai_table1(rs: ResultSet) -> list[Table]:
                 cells[(pgd_row, col)] = rs.cell(
                     runs, lambda r, e=eps: rs.attack_row(r, ["pgd"], e, where=_steps(20))
                 )
+    eps_all = ", ".join(dict.fromkeys(f"{ds}: ℓ∞ ε = {eps_text(_main_eps(ds))}" for ds in rs.datasets()))
     t = Table(
         "kanai-table1",
-        "Kanai Table 1 layout — robust accuracy (%) against AutoAttack (AA) and PGD-20",
+        f"Kanai Table 1 layout — robust accuracy (%) against AutoAttack (AA) and PGD-20 ({eps_all})",
         "Kanai et al., Table 1 (CIFAR-10 AA; SVHN / CIFAR-100 PGD); mean ± std over seeds",
         rows,
         list(KANAI_COLS),
@@ -386,6 +461,12 @@ def kanai_table1(rs: ResultSet) -> list[Table]:
     )
     t.notes.append("AA = worst case over the AutoAttack standard cascade (APGD-CE, APGD-T, FAB-T, Square).")
     return [t]
+
+
+def _analysis_n(rs: ResultSet, run_id: str, kind: str) -> int:
+    got = rs.analysis(run_id, kind)
+    n = (got[1] if got else {}).get("n")
+    return int(n) if isinstance(n, int | float) and not math.isnan(n) else 0
 
 
 # --------------------------------------------------------------------------------- geometry
@@ -420,7 +501,11 @@ def geometry_table(rs: ResultSet) -> list[Table]:
         for key, name in GEOMETRY_ROWS:
             for lab in labels:
                 c = rs.analysis_cell(rs.runs_for(lab, ds), "geometry", lambda a, key=key: a[key])
-                c.percent = False
+                c.percent = key == "adv_accuracy"  # an accuracy: in % like every other one
+                if c.percent:
+                    c.eps = [0.5] * len(c.values)  # ℓ2 PGD20-0.5
+                    ns = [_analysis_n(rs, run, "geometry") for run in c.runs]
+                    c.n = ns if all(ns) else []
                 t.cells[(name, lab)] = c
         tables.append(t)
     return tables
