@@ -12,7 +12,7 @@ from torch import nn
 from entrobust.attacks import ThreatModel
 from entrobust.errors import ConfigError
 from entrobust.training.adversaries import ADVERSARIES, ATENTSampler, GradientAdversary, build_adversary
-from entrobust.training.method import AdversaryConfig
+from entrobust.training.method import AdversaryConfig, MethodConfig, bind_method
 
 torch.set_num_threads(1)
 
@@ -240,5 +240,9 @@ def test_resolved_defaults_follow_the_references():
         AdversaryConfig(kind="trades", loss="ce")
     with pytest.raises(ConfigError, match=r"adversary\.project"):
         AdversaryConfig(kind="pgd", project="last")
+    # an unknown engine loss is a name: configs are data, the binding step checks names
+    bad = AdversaryConfig(kind="pgd", loss="nope")
     with pytest.raises(ConfigError, match="adversary"):
-        AdversaryConfig(kind="pgd", loss="nope")
+        bind_method(MethodConfig(adversary=bad))
+    with pytest.raises(ConfigError, match="adversary"):
+        MethodConfig.from_dict({"adversary": {"kind": "pgd", "loss": "nope"}})

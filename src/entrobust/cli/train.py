@@ -22,12 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from entrobust.cli import plain
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a model with a preset or config (see `entrobust list presets`)",
-        description=(__doc__ or "").split("\n")[0],
+        help="train a model with a preset or config (see: entrobust list presets)",
+        description=plain((__doc__ or "").split("\n")[0]),
     )
     src = p.add_argument_group("what to train")
     src.add_argument(
@@ -84,35 +86,26 @@ def _slug(text: str) -> str:
 
 
 def resolve_config(args: argparse.Namespace) -> Any:
-    """The :class:`TrainConfig` described by the command-line arguments."""
+    """The :class:`TrainConfig` described by the command-line arguments, resolved by
+    :func:`entrobust.training.resolve_config` (the resolver experiments use too)."""
     from entrobust.errors import ConfigError
-    from entrobust.training.config import TrainConfig, apply_overrides, load_config
-    from entrobust.training.presets import preset_config
+    from entrobust.training.config import load_config
+    from entrobust.training.presets import resolve_config as resolve
 
     if args.preset and args.config:
         raise ConfigError("give either --preset or --config, not both")
+    base = None
     if args.resume and args.out and not (args.preset or args.config):
-        from entrobust.training.config import load_config as _load
-
         cfg_path = Path(args.out) / "config.json"
         if not cfg_path.exists():
             raise ConfigError(
                 f"nothing to resume: {args.out} holds no training run ({cfg_path.name} not found); to start "
                 f"one there run: entrobust train --preset NAME (or --config FILE) --out {args.out}"
             )
-        cfg = _load(cfg_path)
-    elif args.preset:
-        cfg = preset_config(args.preset, dataset=args.dataset, scale=args.scale)
+        base = load_config(cfg_path)
     elif args.config:
-        cfg = load_config(args.config)
-    else:
-        cfg = TrainConfig()
-    changes: dict[str, Any] = {}
-    if args.dataset and cfg.dataset != args.dataset:
-        changes["dataset"] = args.dataset
-    if args.model and args.model != cfg.model:
-        changes["model"] = args.model
-        changes["model_kwargs"] = {}
+        base = load_config(args.config)
+    changes: dict[str, Any] = {k: getattr(args, k) for k in ("dataset", "model") if getattr(args, k, None)}
     for key in ("epochs", "batch_size", "seed", "device", "threads", "data_root"):
         value = getattr(args, key, None)
         if value is not None:
@@ -127,10 +120,13 @@ def resolve_config(args: argparse.Namespace) -> Any:
         changes["accel.compile"] = True
     if getattr(args, "sync_batchnorm", False):
         changes["sync_batchnorm"] = True
-    cfg = apply_overrides(cfg, changes) if changes else cfg
-    if args.overrides:
-        cfg = apply_overrides(cfg, list(args.overrides))
-    return cfg
+    return resolve(
+        args.preset or None,
+        base=base,
+        dataset=args.dataset if args.preset else None,
+        scale=args.scale if args.preset else None,
+        layers=[("", changes), ("", list(args.overrides))],
+    )
 
 
 def _default_out(cfg: Any, name: str) -> Path:

@@ -41,7 +41,8 @@ the evaluations to run on every trained model, the analyses, and the report. It 
     [report]
     tables = ["ru-table1"]
 
-Loading validates everything before any work starts: unknown keys, wrong types and unknown
+Loading validates everything before any work starts (scalars with the typed converter every config
+loader uses, :mod:`entrobust.training.convert`): unknown keys, wrong types and unknown
 names (presets, datasets, models, suites, analyses, tables) raise
 :class:`~entrobust.errors.ConfigError` (or :class:`~entrobust.errors.UnknownNameError`) naming
 the file and the key, e.g. ``ru.toml: defense[2].overrides: unknown config key 'epoks'``.
@@ -50,7 +51,6 @@ the file and the key, e.g. ``ru.toml: defense[2].overrides: unknown config key '
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from entrobust.errors import ConfigError, EntrobustError, UnknownNameError
+from entrobust.training.convert import convert
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -250,28 +251,24 @@ def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> 
 
 
 def _str(value: Any, where: str, *, empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
-    if not empty and not value.strip():
+    out: str = convert(str, value, where)
+    if not empty and not out.strip():
         raise ConfigError(f"{where}: must not be empty")
-    return value
+    return out
 
 
 def _int(value: Any, where: str, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{where}: must be >= {minimum}, got {value}")
-    return value
+    out: int = convert(int, value, where)
+    if minimum is not None and out < minimum:
+        raise ConfigError(f"{where}: must be >= {minimum}, got {out}")
+    return out
 
 
 def _float(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0:
+    out: float = convert(float, value, where)
+    if out < 0:
         raise ConfigError(f"{where}: must be a finite number >= 0, got {value!r}")
-    return v
+    return out
 
 
 def _eps(value: Any, where: str) -> float:
@@ -287,15 +284,12 @@ def _eps(value: Any, where: str) -> float:
 
 
 def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true/false, got {type(value).__name__} {value!r}")
-    return value
+    out: bool = convert(bool, value, where)
+    return out
 
 
 def _list(value: Any, where: str) -> list[Any]:
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-    return list(value)
+    return list(convert(tuple[Any, ...], value, where))
 
 
 def _str_list(value: Any, where: str) -> tuple[str, ...]:
@@ -589,41 +583,35 @@ def _preset_names() -> list[str]:
 def resolve_config(
     exp: Experiment, defense: DefenseSpec, dataset: str, model: str | None, seed: int, where: str
 ) -> Any:
-    """The :class:`~entrobust.training.TrainConfig` of one run: preset at the experiment's scale,
-    then the tiny-scale overrides, the experiment's overrides, the defense's overrides, and finally
-    model, seed, device and threads."""
-    from entrobust.training import PRESETS, preset_config
+    """The :class:`~entrobust.training.TrainConfig` of one run, by the one resolver
+    (:func:`entrobust.training.resolve_config`): preset at the experiment's scale, then the
+    tiny-scale overrides, the experiment's overrides, the defense's overrides, and finally model,
+    seed, device and threads."""
+    from entrobust.training import PRESETS
+    from entrobust.training import resolve_config as resolve
 
     if defense.preset not in PRESETS:
         raise UnknownNameError(
             f"{where}.preset: unknown preset {defense.preset!r}; valid: {', '.join(_preset_names())}"
         )
-    scale = "cpu" if exp.scale == "tiny" else exp.scale
     what = f"(preset {defense.preset!r}, dataset {dataset!r})"
-    try:
-        cfg = preset_config(
-            defense.preset,
-            dataset=dataset,
-            scale=scale,
-            overrides=TINY_OVERRIDES if exp.scale == "tiny" else None,
-        )
-    except EntrobustError as exc:
-        raise _renamed(exc, f"{where} {what}") from None
-    for key, overrides in (("overrides", exp.overrides), (f"{where}.overrides", defense.overrides)):
-        if overrides:
-            try:
-                cfg = cfg.with_overrides(overrides)
-            except EntrobustError as exc:
-                raise _renamed(exc, f"{key} {what}") from None
     final: dict[str, Any] = {"seed": seed, "device": exp.device}
     if model is not None:
         final["model"] = model
     if exp.threads is not None:
         final["threads"] = exp.threads
-    try:
-        return cfg.with_overrides(final)
-    except EntrobustError as exc:
-        raise _renamed(exc, f"{where} {what}") from None
+    return resolve(
+        defense.preset,
+        dataset=dataset,
+        scale="cpu" if exp.scale == "tiny" else exp.scale,
+        layers=[
+            (f"{where} {what}", TINY_OVERRIDES if exp.scale == "tiny" else {}),
+            (f"overrides {what}", exp.overrides),
+            (f"{where}.overrides {what}", defense.overrides),
+            (f"{where} {what}", final),
+        ],
+        where=f"{where} {what}",
+    )
 
 
 def plan_runs(exp: Experiment) -> list[PlannedRun]:

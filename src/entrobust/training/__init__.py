@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "PRESETS": "entrobust.training.presets",
     "Preset": "entrobust.training.presets",
     "preset_config": "entrobust.training.presets",
+    "resolve_config": "entrobust.training.presets",
 }
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "build_optimizer",
     "load_config",
     "preset_config",
+    "resolve_config",
     "train",
 ]
 
@@ -96,7 +98,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from entrobust.training.objectives import OBJECTIVES
     from entrobust.training.optim import AWP, OPTIMIZERS, EntropySGD, EntropySGD2, build_optimizer
-    from entrobust.training.presets import PRESETS, Preset, preset_config
+    from entrobust.training.presets import PRESETS, Preset, preset_config, resolve_config
     from entrobust.training.regularizers import REGULARIZERS
     from entrobust.training.trainer import Callback, Trainer, TrainResult, train
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -29,15 +29,27 @@ from entrobust.attacks.threat import ThreatModel, flat_norm
 from entrobust.distributed import batch_noise, unwrap
 from entrobust.errors import ConfigError
 from entrobust.registry import Registry
+from entrobust.training.method_config import (
+    ATENT_INITS,
+    ATENT_L2_GAMMA,
+    ATENT_PROJECTS,
+    BN_MODES,
+    GAMMA_READINGS,
+    AdversaryConfig,
+)
 
-if TYPE_CHECKING:
-    from entrobust.training.method import AdversaryConfig
-
-BN_MODES: tuple[str, ...] = ("eval", "train")
-ATENT_INITS: tuple[str, ...] = ("sign", "sphere", "gaussian", "uniform", "none")
-ATENT_PROJECTS: tuple[str, ...] = ("last", "every", "none")
-GAMMA_READINGS: tuple[str, ...] = ("inverse-eps", "literal")
-ATENT_L2_GAMMA = 0.05  # ATENT B.2 / StochAT notebooks/cifar_exps_l2.py (gamma = 0.05)
+__all__ = [
+    "ADVERSARIES",
+    "ATENT_INITS",
+    "ATENT_L2_GAMMA",
+    "ATENT_PROJECTS",
+    "BN_MODES",
+    "GAMMA_READINGS",
+    "ATENTSampler",
+    "Adversary",
+    "GradientAdversary",
+    "build_adversary",
+]
 
 
 class Adversary(Protocol):
@@ -298,7 +310,7 @@ class ATENTSampler:
 
 
 # --------------------------------------------------------------------------- registry
-Builder = Callable[["AdversaryConfig"], "Adversary | None"]
+Builder = Callable[[AdversaryConfig], "Adversary | None"]
 
 
 def _gradient(cfg: AdversaryConfig) -> GradientAdversary:

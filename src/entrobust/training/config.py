@@ -15,23 +15,20 @@ import dataclasses
 import json
 import math
 import sys
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 from entrobust.accel import AccelConfig
 from entrobust.errors import ConfigError, EntrobustError
+from entrobust.training.convert import dataclass_from
+from entrobust.training.method_config import MethodConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-if TYPE_CHECKING:
-    from entrobust.training.method import MethodConfig
 
 __all__ = [
     "AWPConfig",
@@ -47,12 +44,6 @@ __all__ = [
 ]
 
 SCHEDULES: tuple[str, ...] = ("step", "cosine", "constant")
-
-
-def _default_method() -> MethodConfig:
-    from entrobust.training.method import MethodConfig
-
-    return MethodConfig.from_dict({})
 
 
 def _positive(name: str, value: float, *, strict: bool = True) -> None:
@@ -109,9 +100,7 @@ class OptimizerConfig:
                 f"optimizer.switch_epoch must be > warmup_epochs = {self.warmup_epochs}, "
                 f"got {self.switch_epoch}"
             )
-        for phase in self.phases():
-            name, kwargs = self.phase_spec(phase)
-            self._probe(name, kwargs, "optimizer" if phase == 1 else f"optimizer ({self.phase_name(phase)})")
+        # optimizer names and kwargs are checked by the binding step (entrobust.training.bind)
 
     # phases: 0 = warm-up (plain SGD), 1 = main, 2 = after the switch
     def phases(self) -> list[int]:
@@ -143,15 +132,6 @@ class OptimizerConfig:
             assert self.switch_to is not None
             return self.switch_to, dict(self.switch_kwargs)
         return self.name, dict(self.kwargs)
-
-    def _probe(self, name: str, kwargs: Mapping[str, Any], where: str) -> None:
-        """Build the optimizer on a dummy parameter so bad names/kwargs fail at config time."""
-        import torch
-
-        try:
-            self._make(name, kwargs, [torch.zeros(1, requires_grad=True)])
-        except EntrobustError as exc:
-            raise type(exc)(f"{where}: {exc}") from None
 
     def _make(self, name: str, kwargs: Mapping[str, Any], params: Any) -> Any:
         from entrobust.training.optim import build_optimizer
@@ -299,7 +279,7 @@ class TrainConfig:
     dataset: str = "mnist5k"
     model: str = "smallcnn"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    method: MethodConfig = field(default_factory=_default_method)
+    method: MethodConfig = field(default_factory=MethodConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     awp: AWPConfig | None = None
     epochs: int = 1
@@ -362,130 +342,33 @@ class TrainConfig:
 # --------------------------------------------------------------------------------- parsing
 
 
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "None"
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
-
-
-def _convert(tp: Any, value: Any, key: str) -> Any:
-    """Check/convert ``value`` against annotation ``tp``; raise ConfigError naming ``key``."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ConfigError(f"{key}: must not be empty (None)")
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(
-            errors[0] if len(errors) == 1 else f"{key}: expected {_type_name(tp)}, got {value!r}"
-        )
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {type(value).__name__} {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if isinstance(value, str) or not isinstance(value, Sequence):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        item = args[0] if args else Any
-        return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict or tp is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a table/dict, got {type(value).__name__} {value!r}")
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ConfigError(f"{key}: keys must be strings, got {k!r}")
-            out[k] = v
-        return out
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a table/dict, got {type(value).__name__} {value!r}")
-        return _dataclass_from(tp, value, key)
-    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
-
-
-def _dataclass_from(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls, localns={"MethodConfig": Any})
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(
-            f"unknown config key {where!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(names)}"
-        )
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else name
-        if cls is TrainConfig and name == "method":
-            kwargs[name] = _method_from(value)
-        else:
-            kwargs[name] = _convert(hints[name], value, key)
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except EntrobustError as exc:
-        raise ConfigError(f"{prefix + ': ' if prefix else ''}{exc}") from None
-    except TypeError as exc:  # pragma: no cover - a missing required field
-        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
-
-
 def _method_from(value: Any) -> MethodConfig:
-    from entrobust.training.method import MethodConfig
+    """The ``method`` table as a :class:`MethodConfig` (not yet bound); errors name ``method.<key>``."""
+    from entrobust.training.bind import method_error
 
     if isinstance(value, MethodConfig):
         return value
     if not isinstance(value, Mapping):
         raise ConfigError(f"method: expected a table/dict, got {type(value).__name__} {value!r}")
     try:
-        return MethodConfig.from_dict(dict(value))
+        out: MethodConfig = dataclass_from(MethodConfig, value, "method")
     except EntrobustError as exc:
-        msg = str(exc)
-        raise ConfigError(
-            msg if msg.startswith("method") else f"method.{msg}" if _looks_keyed(msg) else f"method: {msg}"
-        ) from None
-
-
-def _looks_keyed(msg: str) -> bool:
-    head = msg.split(":", 1)[0]
-    return bool(head) and " " not in head and head[0].isalpha()
+        raise ConfigError(method_error(str(exc))) from None
+    return out
 
 
 def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
-    """Validated :class:`TrainConfig` from plain data (TOML / JSON / dict)."""
+    """Validated :class:`TrainConfig` from plain data (TOML / JSON / dict), bound to the registries
+    (:func:`entrobust.training.bind.bind_config`)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"a training config must be a table/dict, got {type(data).__name__}")
-    out: TrainConfig = _dataclass_from(TrainConfig, data)
+    data = dict(data)
+    if "method" in data:
+        data["method"] = _method_from(data["method"])
+    out: TrainConfig = dataclass_from(TrainConfig, data)
+    from entrobust.training.bind import bind_config  # the binding step (registries)
+
+    bind_config(out)
     return out
 
 
@@ -591,7 +474,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, raw
 
 
-def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
+def set_path(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set dotted ``key`` in nested plain ``data`` (creating tables on the way)."""
     parts = key.split(".")
     node = data
     for i, part in enumerate(parts[:-1]):
@@ -614,5 +498,5 @@ def apply_overrides(config: TrainConfig, overrides: Mapping[str, Any] | Sequence
     )
     data = config.to_dict()
     for key, value in pairs:
-        _set_path(data, key, value)
+        set_path(data, key, value)
     return config_from_dict(data)

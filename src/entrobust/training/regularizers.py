@@ -20,8 +20,7 @@ from torch import Tensor, nn
 
 from entrobust.errors import ConfigError
 from entrobust.registry import Registry
-
-SCOPES: tuple[str, ...] = ("conv", "all")
+from entrobust.training.method_config import SCOPES
 
 
 def penalized_weights(model: nn.Module, scope: str = "conv") -> list[Tensor]:
