@@ -137,8 +137,8 @@ def test_custom_network_inside_normalized_model(tmp_path: Path) -> None:
             return self.fc(x.flatten(1))
 
     model = NormalizedModel(Flat(), Normalize([0.5], [0.25]))
-    save_checkpoint(tmp_path, model)  # a directory: stem <dir>/model
-    assert _files(tmp_path) == ["model.json", "model.safetensors"]
+    save_checkpoint(tmp_path / "best", model)  # a directory argument below means <dir>/best
+    assert _files(tmp_path) == ["best.json", "best.safetensors"]
     meta = read_checkpoint_metadata(tmp_path)
     assert meta["model"]["num_classes"] == 3 and meta["model"]["mean"] == [0.5]
     fresh = NormalizedModel(Flat(), Normalize([0.0], [1.0]))
@@ -317,7 +317,24 @@ def test_checkpoint_paths_forms(tmp_path: Path) -> None:
     assert checkpoint_paths(stem) == expected
     assert checkpoint_paths(f"{stem}.json") == expected
     assert checkpoint_paths(f"{stem}.safetensors") == expected
-    assert checkpoint_paths(tmp_path) == (tmp_path / "model.safetensors", tmp_path / "model.json")
+
+
+def test_directory_means_best_else_last(tmp_path: Path) -> None:
+    """A run directory resolves to what training writes: ``best`` if present, else ``last``."""
+    with pytest.raises(CheckpointError, match=r"looked for .*best\.json, .*last\.json") as err:
+        checkpoint_paths(tmp_path)
+    assert "model" not in str(err.value)
+    with pytest.raises(CheckpointError, match="directory without a checkpoint"):
+        load_checkpoint(tmp_path)
+    torch.manual_seed(0)
+    last, best = create_model("mlp3", hidden=4), create_model("mlp3", hidden=4)
+    save_checkpoint(tmp_path / "last", last)
+    assert checkpoint_paths(tmp_path) == (tmp_path / "last.safetensors", tmp_path / "last.json")
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(_outputs(load_checkpoint(tmp_path)[0], x), _outputs(last, x))
+    save_checkpoint(tmp_path / "best", best)
+    assert checkpoint_paths(f"{tmp_path}/") == (tmp_path / "best.safetensors", tmp_path / "best.json")
+    assert torch.equal(_outputs(load_checkpoint(tmp_path)[0], x), _outputs(best, x))
 
 
 # ---- foreign weights -----------------------------------------------------------------------
@@ -369,7 +386,7 @@ def test_foreign_state_dict_loads_into_net(tmp_path: Path) -> None:
     wrapped = {f"module.{k}": v for k, v in source.net.state_dict().items()}  # DataParallel keys
     torch.save({"epoch": 76, "state_dict": wrapped, "unused.weight": torch.ones(1)}, path)
     target = create_model("smallcnn", dataset="mnist5k")
-    state = load_foreign_weights(path, target)
+    state = load_foreign_weights(path, target, normalization="dataset")
     assert "feature_extractor.conv1.weight" in state
     x = torch.rand(2, 1, 28, 28)
     assert torch.equal(_outputs(target, x), _outputs(source, x))
@@ -383,8 +400,10 @@ def test_foreign_rename_drops_and_maps_keys(tmp_path: Path) -> None:
     torch.save(state, path)
     target = create_model("wrn34_10", depth=10, widen_factor=1)
     with pytest.raises(CheckpointError, match="unexpected keys sub_block1"):
-        load_foreign_weights(path, target)
-    load_foreign_weights(path, target, rename=lambda k: None if k.startswith("sub_block1.") else k)
+        load_foreign_weights(path, target, normalization="dataset")
+    load_foreign_weights(
+        path, target, normalization="dataset", rename=lambda k: None if k.startswith("sub_block1.") else k
+    )
     x = torch.rand(2, 3, 32, 32)
     source.eval()
     with torch.no_grad():

@@ -35,7 +35,7 @@ import os
 import pickle
 import re
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -98,16 +98,32 @@ Device = str | torch.device
 # paths and model descriptions
 
 
+#: the stems a training run directory holds, in the order a directory argument tries them
+RUN_CHECKPOINTS = ("best", "last")
+
+
 def checkpoint_paths(path: PathLike) -> tuple[Path, Path]:
     """``(weights, metadata)`` paths of checkpoint ``path``.
 
     ``path`` may be the stem (``runs/best``), either file (``runs/best.json``,
-    ``runs/best.safetensors``) or a directory (then the stem is ``<dir>/model``). Only these
-    two suffixes are stripped, so stems containing dots (``epoch.10``) are kept whole.
+    ``runs/best.safetensors``) or a training run's directory, which means its ``best``
+    checkpoint if it has one, else its ``last`` (the two the trainer writes). Only the two
+    suffixes are stripped, so stems containing dots (``epoch.10``) are kept whole.
+
+    Raises :class:`CheckpointError` for a directory holding neither, naming what it looked for.
     """
     p = Path(path)
     if p.is_dir() or str(path).endswith(("/", os.sep)):
-        stem = p / "model"
+        for name in RUN_CHECKPOINTS:
+            if any((p / f"{name}{ext}").is_file() for ext in (".json", ".safetensors")):
+                stem = p / name
+                break
+        else:
+            looked = ", ".join(f"{p / n}.json" for n in RUN_CHECKPOINTS)
+            raise CheckpointError(
+                f"{p} is a directory without a checkpoint: looked for {looked} (a training run "
+                "writes best.* and last.*); pass a checkpoint stem such as runs/x/best"
+            )
     elif p.suffix in (".json", ".safetensors"):
         stem = p.with_suffix("")
     else:
@@ -302,7 +318,8 @@ def save_checkpoint(
     """Write ``model`` as ``<stem>.safetensors`` + ``<stem>.json``; return the weights path.
 
     Args:
-        path: checkpoint stem, either file name, or a directory (stem ``<dir>/model``).
+        path: checkpoint stem or either file name (a directory means its ``best`` or ``last``
+            checkpoint, see :func:`checkpoint_paths`; to write a new one name the stem).
         model: any ``nn.Module``; a registry model also records how to rebuild itself.
         metadata: JSON-able caller data stored at the top level of the JSON, e.g.
             ``{"recipe": {...}, "metrics": {...}, "epoch": 7}``. Paths, tuples, sets,
@@ -682,10 +699,74 @@ def _pickle_reason(err: Exception) -> str:
     return type(err).__name__
 
 
+#: what ``load_foreign_weights(normalization=...)`` accepts, and why it must be said
+_NORMALIZATION_CHOICES = (
+    "say which input the source network was trained on, with normalization=:\n"
+    '  "none"        raw [0, 1] pixels (TRADES, MART, AWP and most robustness code): the\n'
+    "                model's normalization becomes the identity;\n"
+    '  "dataset"     pixels standardized with the model\'s own mean/std{current}, which are kept;\n'
+    "  (mean, std)   pixels standardized with these per-channel statistics, which are installed.\n"
+    "A wrong choice can leave clean accuracy almost unchanged while misstating robust accuracy."
+)
+
+Normalization = str | tuple[Sequence[float], Sequence[float]]
+
+
+def _normalization_stats(
+    normalization: Normalization | None, model: nn.Module, source: Path
+) -> tuple[list[float], list[float]] | None:
+    """The (mean, std) the model's ``Normalize`` layer must hold for ``normalization``;
+    ``None`` for a plain module (which gets the pixels unchanged). Raises ``ConfigError`` for
+    a missing or invalid choice."""
+    wrapped = isinstance(model, NormalizedModel)
+    current = ""
+    if isinstance(model, NormalizedModel):
+        current = (
+            f" (mean={[round(v, 4) for v in model.normalize.mean.flatten().tolist()]}, "
+            f"std={[round(v, 4) for v in model.normalize.std.flatten().tolist()]})"
+        )
+    if normalization is None:
+        raise ConfigError(
+            f"loading foreign weights {source} into a model: "
+            + _NORMALIZATION_CHOICES.format(current=current)
+        )
+    if not wrapped:
+        if normalization != "none":
+            raise ConfigError(
+                f"normalization={normalization!r} needs a NormalizedModel, but the model is a plain "
+                f"{type(model).__name__}: wrap it (NormalizedModel(net, Normalize(mean, std))) or pass "
+                'normalization="none" (the module gets the [0, 1] pixels unchanged)'
+            )
+        return None
+    assert isinstance(model, NormalizedModel)
+    channels = model.normalize.mean.numel()
+    if normalization == "none":
+        return [0.0] * channels, [1.0] * channels
+    if normalization == "dataset":
+        return model.normalize.mean.flatten().tolist(), model.normalize.std.flatten().tolist()
+    if isinstance(normalization, str) or not (
+        isinstance(normalization, tuple | list) and len(normalization) == 2
+    ):
+        raise ConfigError(
+            f"normalization={normalization!r} is not a valid choice; "
+            + _NORMALIZATION_CHOICES.format(current=current)
+        )
+    mean, std = ([float(v) for v in part] for part in normalization)
+    if len(mean) != channels or len(std) != channels:
+        raise ConfigError(
+            f"normalization mean/std have {len(mean)}/{len(std)} values, the model has {channels} "
+            "input channels"
+        )
+    if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
+        raise ConfigError(f"normalization needs finite means and positive stds, got {mean}, {std}")
+    return mean, std
+
+
 def load_foreign_weights(
     path: PathLike,
     model: nn.Module | None = None,
     *,
+    normalization: Normalization | None = None,
     rename: Callable[[str], str | None] | None = None,
     map_location: Device = "cpu",
 ) -> dict[str, Tensor]:
@@ -702,8 +783,28 @@ def load_foreign_weights(
     With ``model``, the weights are loaded strictly (:func:`load_weights`); for a
     :class:`NormalizedModel` whose checkpoint lacks normalization buffers they go into
     ``model.net``, since foreign code keeps normalization outside the network.
+
+    ``normalization`` (required with ``model``) says what input the source network was trained
+    on, because nothing in a foreign state dict records it and a wrong guess keeps clean
+    accuracy close while robust accuracy is misstated:
+
+    * ``"none"`` — raw [0, 1] pixels (TRADES, MART, AWP and most robustness code): the model's
+      ``Normalize`` becomes the identity (mean 0, std 1);
+    * ``"dataset"`` — pixels standardized with the model's own mean/std, which are kept;
+    * ``(mean, std)`` — standardized with these per-channel statistics, which are installed.
+
+    The chosen statistics are also written into ``model.spec``, so a checkpoint saved afterwards
+    rebuilds the same model. A plain module (no ``Normalize``) accepts only ``"none"``. A file
+    that carries its own ``normalize.mean``/``normalize.std`` must agree with the choice.
+
+    Raises:
+        ConfigError: ``normalization`` missing (the message explains the three choices) or
+            invalid for the model.
+        CheckpointError: unreadable or unsafe file, weights that do not fit, or normalization
+            buffers in the file that contradict ``normalization``.
     """
     source = Path(path)
+    stats = _normalization_stats(normalization, unwrap_model(model), source) if model is not None else None
     if not source.is_file():
         raise CheckpointError(f"weights file not found: {source}")
     if source.suffix == ".safetensors":
@@ -731,7 +832,36 @@ def load_foreign_weights(
         state = renamed
     if model is not None:
         target = unwrap_model(model)
-        if isinstance(target, NormalizedModel) and "normalize.mean" not in state:
-            target = target.net
-        load_weights(target, state, source=str(source))
+        if isinstance(target, NormalizedModel) and stats is not None:
+            mean, std = stats
+            if "normalize.mean" in state:
+                _check_file_normalization(state, mean, std, normalization, source)
+                load_weights(target, state, source=str(source))
+            else:
+                load_weights(target.net, state, source=str(source))
+            with torch.no_grad():
+                target.normalize.mean.copy_(torch.tensor(mean).view_as(target.normalize.mean))
+                target.normalize.std.copy_(torch.tensor(std).view_as(target.normalize.std))
+            target.spec["mean"], target.spec["std"] = list(mean), list(std)
+        else:
+            load_weights(target, state, source=str(source))
     return state
+
+
+def _check_file_normalization(
+    state: Mapping[str, Tensor], mean: list[float], std: list[float], choice: object, source: Path
+) -> None:
+    """Refuse a file whose own normalization buffers contradict the chosen statistics."""
+    file_mean = state["normalize.mean"].flatten().double()
+    file_std = state.get("normalize.std", torch.ones_like(file_mean)).flatten().double()
+    want_mean, want_std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    if not (
+        file_mean.shape == want_mean.shape
+        and torch.allclose(file_mean, want_mean, atol=1e-6)
+        and torch.allclose(file_std, want_std, atol=1e-6)
+    ):
+        raise CheckpointError(
+            f"{source} carries its own normalization (mean={file_mean.tolist()}, "
+            f"std={file_std.tolist()}), which contradicts normalization={choice!r} "
+            f"(mean={mean}, std={std})"
+        )

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from entrobust.attacks.base import frozen
 from entrobust.errors import ConfigError
+from entrobust.progress import Progress
 
 #: class returned when the smoothed classifier abstains
 ABSTAIN = -1
@@ -208,6 +209,8 @@ def certify_dataset(
     """CERTIFY every image of ``x`` (N, C, H, W) and report certified accuracy at ``radii``.
 
     Defaults (n0 = 100, n = 100,000, α = 0.001) are the reference ``code/certify.py``'s.
+    ``progress`` reports on stderr: a bar with ETA on a terminal, one line otherwise
+    (:mod:`entrobust.progress`).
     """
     gen = None
     if seed is not None:
@@ -215,15 +218,12 @@ def certify_dataset(
         gen.manual_seed(seed)
     preds: list[int] = []
     rads: list[float] = []
-    it: Any = range(x.shape[0])
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="certify", unit="img")
-    for i in it:
-        c, r = certify(model, x[i], sigma, n0, n, alpha, batch, generator=gen)
-        preds.append(c)
-        rads.append(r)
+    with Progress("certify", f"sigma={sigma:g} n={n}", x.shape[0], unit="images", enabled=progress) as bar:
+        for i in range(x.shape[0]):
+            c, r = certify(model, x[i], sigma, n0, n, alpha, batch, generator=gen)
+            preds.append(c)
+            rads.append(r)
+            bar.update(1)
     labels = [int(v) for v in y.tolist()]
     acc = {float(r): certified_accuracy(labels, preds, rads, float(r)) for r in radii}
     return CertifyResult(sigma, n0, n, alpha, labels, preds, rads, acc)

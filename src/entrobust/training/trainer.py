@@ -41,7 +41,6 @@ import hashlib
 import json
 import math
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +64,7 @@ from entrobust.io import (
     sha256_file,
     stage_bytes,
 )
+from entrobust.progress import Progress, is_terminal
 from entrobust.training.commit import COMMIT_FILE, StagedFile, commit_unit, recover
 from entrobust.training.config import TrainConfig
 from entrobust.training.optim import AWP, closure_calls
@@ -285,7 +285,8 @@ class Trainer:
         train_data, val_data: use these :class:`~entrobust.data.TensorData` splits instead of
             loading ``config.dataset``.
         callbacks: :class:`Callback` objects or plain callables ``fn(metrics)`` (epoch end).
-        progress: show a tqdm bar (default: only when stderr is a terminal).
+        progress: report each epoch on stderr (default: only when stderr is a terminal): a bar
+            with ETA on a terminal, one line per epoch otherwise (:mod:`entrobust.progress`).
         log: function receiving one line per epoch (default: none).
     """
 
@@ -306,7 +307,7 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.callbacks = _as_callbacks(callbacks)
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = is_terminal() if progress is None else progress
         self.log = log
         self._user_model = model
         self._train_data = train_data
@@ -427,7 +428,12 @@ class Trainer:
         if p.suffix in (".pt", ".pth") or (
             p.suffix == ".safetensors" and not checkpoint_paths(p)[1].exists()
         ):
-            load_foreign_weights(p, model)
+            # the model keeps its own normalization, as before (a plain module gets raw pixels);
+            # fine-tuning raw-[0, 1] weights ("none") needs a config key, not there yet
+            from entrobust.models import NormalizedModel
+
+            keep = "dataset" if isinstance(model, NormalizedModel) else "none"
+            load_foreign_weights(p, model, normalization=keep)
         else:
             load_checkpoint(p, model)
 
@@ -522,18 +528,16 @@ class Trainer:
 
         bar = None
         if self.progress and self.dist.is_main:
-            from tqdm import tqdm
-
-            bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr)
+            bar = Progress("train", f"epoch {epoch + 1}/{cfg.epochs}", n_steps, unit="steps")
         try:
             for _ in range(n_steps):
                 optimizer.step(closure)  # type: ignore[arg-type]  # closures may return tensors
                 if awp_on and awp is not None and awp.perturbed:
                     awp.restore(model)
                 if bar is not None:
-                    bar.update(1)
                     loss_so_far = _mean({"loss": stats.get("loss", [])})["loss"]
-                    bar.set_postfix(loss=f"{loss_so_far:.4f}")
+                    bar.set_postfix(f"loss {loss_so_far:.4f}")
+                    bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
