@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from entrobust.attacks.base import Attack, ModelMode
+from entrobust.attacks.engine import eot_value_and_grad, mean_logits
 from entrobust.attacks.losses import ce_loss, dlr_loss, dlr_targeted_loss
 from entrobust.attacks.registry import ATTACKS
 from entrobust.attacks.threat import ThreatModel, _view, flat_norm
@@ -104,6 +105,9 @@ class APGD(Attack):
         momentum: α of eq. 2 (official 0.75).
         n_target_classes: targets per point for ``dlr-targeted`` (official 9; capped at C − 1).
         seed: seeds the random starts (``None``: torch's global RNG).
+        eot_iter: Expectation over Transformation (Athalye et al. 2018 §4.3) for randomized
+            models: every gradient, loss and logit is averaged over this many forwards
+            (:func:`~entrobust.attacks.engine.eot_value_and_grad`; official ``rand`` version: 20).
 
     Example:
         >>> atk = APGD(ThreatModel("linf", 8 / 255), loss="ce")      # doctest: +SKIP
@@ -124,8 +128,12 @@ class APGD(Attack):
         n_target_classes: int = 9,
         model_mode: ModelMode = "eval",
         seed: int | None = 0,
+        eot_iter: int = 1,
     ) -> None:
         super().__init__(threat, model_mode=model_mode, seed=seed)
+        if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
+            raise ConfigError(f"eot_iter must be an integer >= 1, got {eot_iter!r}")
+        self.eot_iter = eot_iter
         if loss not in APGD_LOSSES:
             raise ConfigError(f"unknown APGD loss {loss!r}; valid: {', '.join(APGD_LOSSES)}")
         if n_iter < 1:
@@ -151,8 +159,7 @@ class APGD(Attack):
         if target is not None and self.loss != "dlr-targeted":
             raise ConfigError(f"{self.name} is untargeted; use apgd-t for target=")
         gen = self.generator()
-        with torch.no_grad():
-            clean = model(x)
+        clean = mean_logits(model, x, self.eot_iter)
         n_classes = clean.shape[1]
         if self.loss == "dlr" and n_classes < 3:
             raise ConfigError(f"apgd-dlr: the DLR loss needs at least 3 classes, the model has {n_classes}")
@@ -197,6 +204,7 @@ class APGD(Attack):
                     generator=gen,
                     check_zero_grad=self.loss != "ce",
                     name=self.name,
+                    eot_iter=self.eot_iter,
                 )
                 x_best, hit, loss_best, x_hit, first_run = run
                 broken = idx[hit]
@@ -251,6 +259,7 @@ def _apgd_run(
     generator: torch.Generator | None,
     check_zero_grad: bool = False,
     name: str = "apgd",
+    eot_iter: int = 1,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One APGD run (``attack_single_run`` of ``autopgd_base.py``) on a batch.
 
@@ -262,12 +271,7 @@ def _apgd_run(
     eps = threat.eps_for(x)
 
     def evaluate(point: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        point = point.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = model(point)
-            loss = loss_fn(logits)
-            grad = torch.autograd.grad(loss.sum(), point)[0]
-        return logits.detach(), loss.detach(), grad.detach()
+        return eot_value_and_grad(model, point, loss_fn, eot_iter)
 
     x_adv = _random_start(x, threat, generator)
     logits, loss, grad = evaluate(x_adv)

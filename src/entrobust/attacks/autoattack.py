@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from entrobust.attacks.apgd import APGD
 from entrobust.attacks.base import Attack, ModelMode, frozen
+from entrobust.attacks.engine import accuracy_over_draws
 from entrobust.attacks.fab import FAB
 from entrobust.attacks.registry import ATTACKS
 from entrobust.attacks.square import Square
@@ -31,12 +32,18 @@ COMPONENTS: tuple[str, ...] = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", 
 VERSIONS: dict[str, tuple[str, ...]] = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
     "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+    "rand": ("apgd-ce", "apgd-dlr"),
 }
+#: EOT forwards per gradient and scoring draws of each version (``autoattack.py: set_version``:
+#: ``rand`` runs APGD-CE and APGD-DLR with ``eot_iter = 20``, 1 restart)
+EOT_ITER: dict[str, int] = {"standard": 1, "plus": 1, "rand": 20, "custom": 1}
+DRAWS: dict[str, int] = {"standard": 1, "plus": 1, "rand": 20, "custom": 1}
 # restarts per component and version (``autoattack.py``: constructor defaults for ``custom``,
 # ``set_version`` for the others; ``fab-t`` always runs 1 restart per target class)
 RESTARTS: dict[str, dict[str, int]] = {
     "standard": {"apgd-ce": 1, "apgd-dlr": 1, "apgd-t": 1, "fab": 1, "fab-t": 1, "square": 1},
     "plus": {"apgd-ce": 5, "apgd-dlr": 5, "apgd-t": 1, "fab": 5, "fab-t": 1, "square": 1},
+    "rand": {"apgd-ce": 1, "apgd-dlr": 1, "apgd-t": 1, "fab": 1, "fab-t": 1, "square": 1},
     "custom": {"apgd-ce": 5, "apgd-dlr": 5, "apgd-t": 1, "fab": 5, "fab-t": 1, "square": 1},
 }
 LogFn = Callable[[str], None]
@@ -56,6 +63,9 @@ class AutoAttackReport:
     broken_by: Tensor
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: mean over points of the fraction of ``draws`` forwards classifying the returned point
+    #: correctly (the randomized model's expected robust accuracy); ``None`` when ``draws = 1``
+    expected_accuracy: float | None = None
 
     @property
     def robust(self) -> Tensor:
@@ -77,6 +87,10 @@ class AutoAttack(Attack):
       Square (5,000 queries); 100 iterations for APGD and FAB.
     * ``plus``: APGD-CE and APGD-DLR (5 restarts each), FAB (5 restarts), Square, APGD-T,
       FAB-T (9 target classes each).
+    * ``rand`` (randomized defenses): APGD-CE and APGD-DLR, 1 restart each, every gradient
+      averaged over ``eot_iter = 20`` forwards (Expectation over Transformation, Athalye et al.
+      2018 §4.3), and each point scored over ``draws = 20`` forwards: it counts as robust when a
+      strict majority of the draws classify it correctly.
     * ``custom``: the components named in ``attacks`` (``apgd-ce``, ``apgd-dlr``, ``apgd-t``,
       ``fab``, ``fab-t``, ``square``) with the official constructor defaults (5 restarts for
       APGD-CE/-DLR and FAB, 1 for the rest).
@@ -100,6 +114,10 @@ class AutoAttack(Attack):
         attack_kwargs: per-component keyword overrides, e.g. ``{"apgd-ce": {"restarts": 2}}``.
         batch_size: points per component call (``None``: all at once; upstream 250).
         log: called with one line per stage (``print`` for upstream's verbose output).
+        eot_iter: forwards averaged per APGD gradient (default: 20 for ``rand``, else 1).
+        draws: forwards per robustness decision (default: 20 for ``rand``, else 1); with more
+            than one, a point is robust when a strict majority of draws classify it correctly and
+            the report also gives the expected accuracy.
 
     Example:
         >>> aa = AutoAttack(ThreatModel("linf", 8 / 255), version="standard", log=print)  # doctest: +SKIP
@@ -124,10 +142,17 @@ class AutoAttack(Attack):
         batch_size: int | None = None,
         log: LogFn | None = None,
         model_mode: ModelMode = "eval",
+        eot_iter: int | None = None,
+        draws: int | None = None,
     ) -> None:
         super().__init__(threat, model_mode=model_mode, seed=seed)
         if version not in (*VERSIONS, "custom"):
-            raise ConfigError(f"unknown AutoAttack version {version!r}; valid: standard, plus, custom")
+            raise ConfigError(f"unknown AutoAttack version {version!r}; valid: {', '.join(VERSIONS)}, custom")
+        for label, value in (("eot_iter", eot_iter), ("draws", draws)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
+        self.eot_iter = EOT_ITER[version] if eot_iter is None else eot_iter
+        self.draws = DRAWS[version] if draws is None else draws
         if version == "custom":
             if not attacks:
                 raise ConfigError("AutoAttack version='custom' needs attacks=[...]")
@@ -170,6 +195,7 @@ class AutoAttack(Attack):
             loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}[name]
             kw = {"loss": loss, "n_iter": self.n_iter, "restarts": restarts, "rho": 0.75}
             kw["n_target_classes"] = self.n_target_classes
+            kw["eot_iter"] = self.eot_iter
             kw.update(common)
             kw.update(self.attack_kwargs.get(name, {}))
             return APGD(threat, **kw)  # type: ignore[arg-type]
@@ -193,8 +219,8 @@ class AutoAttack(Attack):
         with torch.no_grad():
             logits = torch.cat([model(x[c]) for c in self._chunks(torch.arange(n, device=x.device))])
         self._check_classes(logits.shape[1])
-        notes += _sanity_checks(model, x[: self.batch_size or n], logits[: self.batch_size or n])
-        robust = logits.argmax(1).eq(y)
+        notes += _sanity_checks(model, x[: self.batch_size or n], logits[: self.batch_size or n], self.draws)
+        robust = self._correct(model, x, y) if self.draws > 1 else logits.argmax(1).eq(y)
         broken_by = torch.where(robust, -1, 0).to(torch.long)
         acc = {"clean": float(robust.float().mean())}
         seconds: dict[str, float] = {}
@@ -206,8 +232,7 @@ class AutoAttack(Attack):
             for chunk in self._chunks(idx):
                 attack = self.component(name, self.threat.subset(chunk))
                 adv = attack(model, x[chunk], y[chunk])
-                with torch.no_grad():
-                    fooled = model(adv).argmax(1).ne(y[chunk])
+                fooled = ~self._correct(model, adv, y[chunk])
                 hit = chunk[fooled]
                 x_out[hit] = adv[fooled]
                 robust[hit] = False
@@ -219,11 +244,31 @@ class AutoAttack(Attack):
                 f"{name}: broke {n_broken} of {idx.numel()} robust points; robust accuracy "
                 f"{acc[name]:.2%} ({seconds[name]:.1f} s)"
             )
-        notes += _square_check(acc)
+        notes += square_check(acc)
+        expected = None
+        if self.draws > 1:
+            expected = float(
+                torch.cat(
+                    [
+                        accuracy_over_draws(model, x_out[c], y[c], self.draws)
+                        for c in self._chunks(torch.arange(n, device=x.device))
+                    ]
+                ).mean()
+            )
+            self._say(f"expected accuracy over {self.draws} draws: {expected:.2%}")
         for note in notes:
             self._say(f"warning: {note}")
-        self.last_report = AutoAttackReport(list(self.attacks), acc, broken_by.cpu(), seconds, notes)
+        self.last_report = AutoAttackReport(
+            list(self.attacks), acc, broken_by.cpu(), seconds, notes, expected_accuracy=expected
+        )
         return x_out
+
+    def _correct(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Per point: classified correctly (by a strict majority of ``draws`` forwards)."""
+        if self.draws == 1:
+            with torch.no_grad():
+                return model(x).argmax(1).eq(y)
+        return accuracy_over_draws(model, x, y, self.draws) > 0.5
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, AutoAttackReport]:
         """``(x_adv, report)`` in one call (for ε = 0 the report holds clean accuracy only)."""
@@ -263,18 +308,27 @@ class AutoAttack(Attack):
             self.log(line)
 
 
-def _sanity_checks(model: nn.Module, x: Tensor, logits: Tensor) -> list[str]:
-    """``checks.py``: randomized outputs and probability outputs (instead of logits)."""
-    notes = []
+RANDOMIZED_NOTE = (
+    "the model's outputs change between identical calls (randomized defense?): evaluate with "
+    "expectation over transformation — AutoAttack version='rand' (suite autoattack-rand) or "
+    "eot_iter=20 on the gradient attacks — and score over several draws"
+)
+
+
+def outputs_change(model: nn.Module, x: Tensor, logits: Tensor) -> bool:
+    """``checks.py: check_randomized``: one more forward of ``x`` disagrees with ``logits``."""
     with torch.no_grad():
         again = model(x)
     a = logits / (logits.norm(dim=1, keepdim=True) + 1e-10)
     b = again / (again.norm(dim=1, keepdim=True) + 1e-10)
-    if bool(logits.argmax(1).ne(again.argmax(1)).any()) or float((a - b).norm(dim=1).max()) > 1e-4:
-        notes.append(
-            "the model's outputs change between identical calls (randomized defense?): "
-            "evaluate with expectation over transformation (EOT)"
-        )
+    return bool(logits.argmax(1).ne(again.argmax(1)).any()) or float((a - b).norm(dim=1).max()) > 1e-4
+
+
+def _sanity_checks(model: nn.Module, x: Tensor, logits: Tensor, draws: int = 1) -> list[str]:
+    """``checks.py``: randomized outputs and probability outputs (instead of logits)."""
+    notes = []
+    if x.shape[0] and draws == 1 and outputs_change(model, x, logits):
+        notes.append(RANDOMIZED_NOTE)
     tol = 1e-5
     if (
         float(logits.max()) < 1 + tol
@@ -285,11 +339,16 @@ def _sanity_checks(model: nn.Module, x: Tensor, logits: Tensor) -> list[str]:
     return notes
 
 
-def _square_check(acc: Mapping[str, float], alpha: float = 0.002) -> list[str]:
+def square_check(acc: Mapping[str, float], alpha: float = 0.002) -> list[str]:
     """``checks.py: check_square_sr``: Square beating the gradient attacks hints at masking."""
-    others = [v for k, v in acc.items() if k not in ("square", "clean")]
-    if "square" in acc and others and acc["square"] < min(others) - alpha:
-        drop = min(others) - acc["square"]
+    names = list(acc)
+    square = next((k for k in names if k.lower() == "square"), None)
+    if square is None:
+        return []
+    before = names[: names.index(square)]  # robust accuracy after the attacks that ran before Square
+    others = [acc[k] for k in before if k != "clean"]
+    if others and acc[square] < min(others) - alpha:
+        drop = min(others) - acc[square]
         return [
             f"Square lowered robust accuracy by {drop:.2%} after the gradient attacks: the "
             "evaluation may be unreliable (gradient masking?); consider more queries / restarts "
@@ -312,3 +371,6 @@ def _aa_factory(version: str | None) -> Callable[..., AutoAttack]:
 ATTACKS.register("autoattack", _aa_factory(None), help="AutoAttack (version=standard|plus|custom)")
 ATTACKS.register("autoattack-standard", _aa_factory("standard"), help="AutoAttack standard")
 ATTACKS.register("autoattack-plus", _aa_factory("plus"), help="AutoAttack plus")
+ATTACKS.register(
+    "autoattack-rand", _aa_factory("rand"), help="AutoAttack rand: APGD-CE/-DLR with EOT (randomized models)"
+)

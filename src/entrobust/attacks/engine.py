@@ -173,6 +173,84 @@ def better(succ_new: Tensor, score_new: Tensor, succ_old: Tensor, score_old: Ten
     return (succ_new & ~succ_old) | ((succ_new == succ_old) & (score_new > score_old))
 
 
+def eot_value_and_grad(
+    model: nn.Module, x: Tensor, fn: Callable[[Tensor], Tensor], eot_iter: int = 1
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Expectation over Transformation: ``(E[logits], E[fn(logits)], E[∇ₓ fn(logits)])``.
+
+    Athalye, Carlini & Wagner, *Obfuscated Gradients Give a False Sense of Security*, ICML 2018,
+    §4.3: against a randomized model f(t(x)), t ~ T, ascend ∇ₓ E_t[L(f(t(x)))] = E_t[∇ₓ L(f(t(x)))],
+    estimated by averaging the gradient of ``eot_iter`` independent forwards (the official
+    AutoAttack ``rand`` version uses 20: ``autopgd_base.py``, ``eot_iter``). With ``eot_iter = 1``
+    this is one forward and one backward, the plain gradient. The returned logits (float32) and
+    per-example values ``(N,)`` are averaged over the same draws, so success tests see the mean
+    prediction rather than one lucky draw.
+
+    ``fn`` maps logits ``(N, C)`` to a per-example objective ``(N,)``; gradients are not kept.
+    """
+    if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
+        raise ConfigError(f"eot_iter must be an integer >= 1, got {eot_iter!r}")
+    logits_sum = value_sum = grad_sum = None
+    for _ in range(eot_iter):
+        point = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(point)
+            value = fn(logits)
+            (grad,) = torch.autograd.grad(value.sum(), point)
+        logits, value = fp32(logits.detach()), value.detach()
+        if logits_sum is None:
+            logits_sum, value_sum, grad_sum = logits, value, grad
+        else:
+            assert value_sum is not None and grad_sum is not None
+            logits_sum, value_sum, grad_sum = logits_sum + logits, value_sum + value, grad_sum + grad
+    assert logits_sum is not None and value_sum is not None and grad_sum is not None
+    if eot_iter == 1:
+        return logits_sum, value_sum, grad_sum
+    return logits_sum / eot_iter, value_sum / eot_iter, grad_sum / eot_iter
+
+
+def mean_logits(model: nn.Module, x: Tensor, draws: int = 1) -> Tensor:
+    """float32 logits averaged over ``draws`` forwards (one forward when ``draws = 1``), no grad."""
+    with torch.no_grad():
+        total = fp32(model(x))
+        for _ in range(draws - 1):
+            total = total + fp32(model(x))
+    return total / draws if draws > 1 else total
+
+
+def accuracy_over_draws(model: nn.Module, x: Tensor, y: Tensor, draws: int = 20) -> Tensor:
+    """Per example, the fraction of ``draws`` independent forwards that classify ``x`` as ``y``.
+
+    How to score a randomized model (Athalye et al. 2018 §4.3 report accuracy over the
+    randomness): its robust accuracy at ``x_adv`` is ``accuracy_over_draws(...).mean()``, the
+    expected accuracy; one forward reads a single draw, which a lucky draw can flatter. For a
+    deterministic model every value is 0 or 1 and equals the one-forward answer.
+    """
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ConfigError(f"draws must be an integer >= 1, got {draws!r}")
+    with torch.no_grad():
+        hits = torch.zeros(y.shape, dtype=torch.float32, device=y.device)
+        for _ in range(draws):
+            hits += model(x).argmax(1).eq(y).float()
+    return hits / draws
+
+
+def is_stochastic(model: nn.Module, x: Tensor, *, repeats: int = 2, atol: float = 1e-6) -> bool:
+    """True when the same input gives different logits across forwards (a randomized model).
+
+    Compares ``repeats`` forwards of ``x`` (in the model's current mode) to the first one, with an
+    absolute-and-relative tolerance ``atol`` so float reassociation in a deterministic model is
+    not mistaken for randomness (AutoAttack ``checks.py: check_randomized``).
+    """
+    with torch.no_grad():
+        first = fp32(model(x))
+        for _ in range(max(1, repeats - 1)):
+            again = fp32(model(x))
+            if not torch.allclose(first, again, rtol=atol, atol=atol):
+                return True
+    return False
+
+
 def noise_like(x: Tensor, kind: str, generator: torch.Generator | None, shared: bool) -> Tensor:
     """Standard noise shaped like ``x`` (``randn`` or ``rand``), drawn on the CPU generator.
 
@@ -216,6 +294,9 @@ class ProjectedGradient(Attack):
         model_mode: ``eval`` (default) or ``train`` (BatchNorm batch statistics).
         seed: seeds random starts; a seeded attack is deterministic and batch-consistent.
         shared_noise: one random-start pattern for the whole batch (default: when seeded).
+        eot_iter: Expectation over Transformation for randomized models (Athalye et al. 2018
+            §4.3): each step's gradient, loss and logits are averaged over this many forwards
+            (:func:`eot_value_and_grad`; default 1 = plain gradient).
 
     ``_search`` returns ``(x_adv, first)`` with the first iteration at which each example was
     fooled (0 = at the start point; iterations count on across restarts).
@@ -248,8 +329,12 @@ class ProjectedGradient(Attack):
         model_mode: ModelMode = "eval",
         seed: int | None = None,
         shared_noise: bool | None = None,
+        eot_iter: int = 1,
     ) -> None:
         super().__init__(threat, model_mode=model_mode, seed=seed)
+        if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
+            raise ConfigError(f"eot_iter must be an integer >= 1, got {eot_iter!r}")
+        self.eot_iter = eot_iter
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
         if step_size is not None and rel_step is not None:
@@ -402,10 +487,9 @@ class ProjectedGradient(Attack):
         keep_best = self.select == "best"
         best_x = best_succ = best_score = None
         for k in range(self.steps):
-            x_adv.requires_grad_(True)
-            logits = model(x_adv)
-            score = objective(logits, y, target, clean)
-            (grad,) = torch.autograd.grad(score.sum(), x_adv)
+            logits, score, grad = eot_value_and_grad(
+                model, x_adv, lambda z: objective(z, y, target, clean), self.eot_iter
+            )
             with torch.no_grad():
                 x_adv = x_adv.detach()
                 succ = success_of(logits, y, target)
@@ -428,7 +512,7 @@ class ProjectedGradient(Attack):
         if not (final or keep_best):
             return x_adv, first, None, None
         with torch.no_grad():
-            logits = model(x_adv)
+            logits = mean_logits(model, x_adv, self.eot_iter)
             score = objective(logits, y, target, clean).detach()
             succ = success_of(logits, y, target)
             first.masked_fill_(succ & first.lt(0), offset + self.steps)

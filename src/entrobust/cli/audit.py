@@ -57,6 +57,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the subset, surrogate and attacks (default 0)"
     )
+    p.add_argument(
+        "--bpda",
+        default=None,
+        metavar="MODULE",
+        help="attack through submodule MODULE (a non-differentiable preprocessing) with BPDA: its "
+        "forward runs, its backward is the identity (Athalye et al. 2018 §4.1; docs/adaptive.md)",
+    )
+    p.add_argument(
+        "--eot-iter",
+        type=int,
+        default=None,
+        help="forwards averaged per gradient (EOT; default: 10 for a randomized model, else 1)",
+    )
+    p.add_argument(
+        "--reference-accuracy",
+        type=float,
+        default=None,
+        help="robust accuracy of the strongest stored evaluation at this eps (e.g. AutoAttack), "
+        "compared with the audit's gradient attack",
+    )
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a check fails")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
@@ -86,6 +106,10 @@ def _run(args: argparse.Namespace, main: bool) -> int:
     if args.eps is not None:
         eps = (parse_floats(args.eps, "--eps") or [eps])[0]
     norm = args.norm or norm
+    if args.bpda:
+        from entrobust.attacks.bpda import with_bpda
+
+        model = with_bpda(model, args.bpda)
     surrogate = None
     if args.surrogate:
         from entrobust.checkpoint import load_checkpoint
@@ -113,12 +137,15 @@ def _run(args: argparse.Namespace, main: bool) -> int:
         checks=[c.strip() for c in args.checks.split(",") if c.strip()] if args.checks else None,
         seed=args.seed,
         log=None if args.quiet else print,
+        eot_iter=args.eot_iter,
+        reference_accuracy=args.reference_accuracy,
     )
     if not main:
         return 1 if args.strict and not report.passed else 0  # rank 0 prints and writes
     report.settings["checkpoint"] = str(args.checkpoint)
     report.settings["dataset"] = dataset
     report.settings["split"] = args.split
+    report.settings["bpda"] = args.bpda
     print(report.table())
     paths = report.save(out_dir_for(args.checkpoint, args.out, "audit"))
     for p in paths.values():

@@ -12,6 +12,13 @@ forwards in bfloat16, ``--fp32-check N`` cross-checks a sample in float32 (docs/
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from entrobust.diagnostics._util import DataLike
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -78,6 +85,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="run an eps whose ball contains the whole image box (linf eps >= 1, l2 eps >= sqrt(d)); "
         "refused otherwise as eps in 0-255 units (8 for 8/255)",
     )
+    p.add_argument(
+        "--bpda",
+        default=None,
+        metavar="MODULE",
+        help="attack through submodule MODULE (a non-differentiable preprocessing) with BPDA: its "
+        "forward runs, its backward is the identity (Athalye et al. 2018 §4.1; docs/adaptive.md)",
+    )
+    p.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="escalate on evidence: add autoattack-rand for a randomized model and a 5000-query "
+        "Square row (docs/adaptive.md); the worst case over all rows is reported",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -122,10 +142,15 @@ def _run(args: argparse.Namespace, main: bool) -> int:
 
     from entrobust.evaluation import evaluate
 
+    if args.bpda:
+        from entrobust.attacks.bpda import with_bpda
+
+        model = with_bpda(model, args.bpda)
+    suite = _adaptive_suite(args.suite, model, data, device) if args.adaptive else args.suite
     result = evaluate(
         model,
         data,
-        args.suite,
+        suite,
         eps,
         args.norm,
         batch_size=args.batch_size,
@@ -145,6 +170,9 @@ def _run(args: argparse.Namespace, main: bool) -> int:
         return 0  # every rank holds the same result; rank 0 prints and writes it
     result.meta["checkpoint"] = str(args.checkpoint)
     result.meta["split"] = args.split
+    note = stored_audit_note(args.checkpoint)
+    if note:
+        result.meta.setdefault("warnings", []).append(note)
     print(result.table())
     check = result.meta.get("fp32_check")
     if check:
@@ -159,3 +187,51 @@ def _run(args: argparse.Namespace, main: bool) -> int:
         path = result.save(args.save)
         print(f"wrote {path} (+ .safetensors)")
     return 0
+
+
+def _adaptive_suite(suite: str, model: nn.Module, data: DataLike, device: torch.device) -> str:
+    """``--adaptive``: the suite plus what the evidence calls for (docs/adaptive.md).
+
+    A randomized model (same input, different logits) gets ``autoattack-rand`` (EOT, scored over
+    draws); every model gets a Square row with the full 5,000-query budget (gradient-free, so
+    masking cannot hide from it). The evaluation's worst case covers the added rows.
+    """
+    from entrobust.attacks.base import frozen
+    from entrobust.attacks.engine import is_stochastic
+    from entrobust.diagnostics._util import as_xy
+
+    x, _ = as_xy(data)
+    with frozen(model, "eval"):
+        stochastic = is_stochastic(model, x[:64].to(device))
+    extra = ["square:n_queries=5000:p_init=0.8"]
+    if stochastic:
+        extra.insert(0, "autoattack-rand")
+        print("adaptive: the model is randomized (same input, different logits): adding autoattack-rand")
+    print(f"adaptive: adding {', '.join(extra)}; the worst case covers every row")
+    return ",".join([suite, *extra])
+
+
+def stored_audit_note(checkpoint: str) -> str | None:
+    """A warning line when the checkpoint's stored audit (``<run dir>/audit/audit.json``) did not
+    pass, so a robust accuracy is never printed without the flag next to it."""
+    import json
+
+    from entrobust.diagnostics._cli import out_dir_for
+
+    try:
+        path = out_dir_for(checkpoint, None, "audit") / "audit.json"
+        if not path.is_file():
+            return None
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    status = str(report.get("status", "pass"))
+    if status == "pass":
+        return None
+    flagged = [c["name"] for c in report.get("checks", []) if c.get("status") != "pass"]
+    eps = (report.get("threat") or {}).get("eps")
+    return (
+        f"the stored audit of this checkpoint ({path}, eps={eps}) is {status.upper()} "
+        f"({', '.join(flagged)}): these robust accuracies may be overstated; see docs/adaptive.md "
+        "or rerun with --adaptive"
+    )

@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "AuditThresholds": "entrobust.diagnostics.obfuscation",
     "Check": "entrobust.diagnostics.obfuscation",
     "input_gradient_stats": "entrobust.diagnostics.obfuscation",
+    "determinism_stats": "entrobust.diagnostics.obfuscation",
     "train_surrogate": "entrobust.diagnostics.surrogate",
     # geometry
     "GeometryAccumulator": "entrobust.diagnostics.geometry",

@@ -5,6 +5,15 @@ et al. (2019, "On evaluating adversarial robustness", §7 checklist) and the san
 §5.2 and App. C (Ju et al. 2020). Each check returns pass / warn / fail with the numbers it used:
 
 ===================  =================================================================================
+``determinism``      the same input twice must give the same logits; a randomized model is attacked
+                     with EOT (Athalye et al. 2018 §4.3) and scored over several draws by every
+                     other check, and must be evaluated with ``autoattack-rand``
+``loss-gap``         PGD on the margin (CW) loss must not beat PGD on cross-entropy: masking of the CE
+                     gradient alone (saturated / smoothed softmax) is otherwise unseen
+``square``           the gradient-free Square attack (Andriushchenko et al. 2020) must not break
+                     points the gradient attacks could not (AutoAttack ``checks.py``)
+``strong-attack``    APGD-CE / APGD-DLR (Croce & Hein 2020), or a stronger stored result, must not
+                     find much more than the audit's PGD (a weak attack overstates robustness)
 ``transfer-gap``     white-box PGD accuracy must not exceed black-box (transfer) PGD accuracy from a
                      normally trained surrogate (RU §5.2: "a clear indication of gradient obfuscation")
 ``random-search``    among points PGD failed to break, random search (RU App. C.1: 10,000 samples in
@@ -17,7 +26,8 @@ et al. (2019, "On evaluating adversarial robustness", §7 checklist) and the san
 ``single-vs-multi``  FGSM must not beat PGD (a single step beating many steps means the gradient
                      is locally useless)
 ``gradients``        fraction of examples whose input gradient of the CE loss is exactly zero
-                     (sign-PGD cannot move) or not finite
+                     (sign-PGD cannot move), near zero relative to the margin's gradient
+                     (saturated softmax), or not finite
 ===================  =================================================================================
 
 Thresholds live in :class:`AuditThresholds` (documented there); every accuracy comparison uses
@@ -49,7 +59,8 @@ from torch import Tensor, nn
 
 from entrobust import distributed
 from entrobust.attacks import Attack, ThreatModel, build_attack
-from entrobust.attacks.base import frozen
+from entrobust.attacks.base import frozen, margin_of
+from entrobust.attacks.engine import accuracy_over_draws
 from entrobust.diagnostics._util import DataLike, as_xy, model_device, pyplot
 from entrobust.errors import ConfigError
 from entrobust.evaluation.sharding import on_main, sharded_map
@@ -59,10 +70,14 @@ Status = Literal["pass", "warn", "fail"]
 
 #: the checks :func:`audit` can run, in the order it runs them
 AUDIT_CHECKS: tuple[str, ...] = (
+    "determinism",
     "gradients",
+    "loss-gap",
     "single-vs-multi",
     "transfer-gap",
     "random-search",
+    "square",
+    "strong-attack",
     "eps-curve",
     "steps-curve",
     "unbounded",
@@ -96,8 +111,9 @@ class AuditThresholds:
     * ``tolerance`` — accuracy differences up to ``max(tolerance, 2/n)`` are noise (default 1 pp).
     * ``transfer_fail`` — white-box minus black-box accuracy above this fails; any positive gap
       beyond the tolerance warns (default 2 pp).
-    * ``random_search_fail`` — fraction of PGD-robust points broken by random search above this
-      fails; any break warns (default 1 %, RU App. C.1 saw 5–15 % on EntM/LS/ADP and 0 % on PAT).
+    * ``random_search_fail`` — fraction of PGD-robust points broken by random search (or Square)
+      above this fails (with at least ``min_fail_hits`` hits); any break warns (default 1 %;
+      RU App. C.1 saw 5–15 % on EntM/LS/ADP and 0 % on PAT).
     * ``eps_final_pass`` / ``eps_final_warn`` — accuracy at the largest ε: pass at or below the
       first (default 2 %), warn at or below the second (default 10 %), else fail; a rise between
       consecutive ε above the tolerance warns, above 3× the tolerance fails.
@@ -107,8 +123,23 @@ class AuditThresholds:
       99 % / 90 %).
     * ``single_step_fail`` — FGSM accuracy this far below PGD accuracy fails; beyond the
       tolerance warns (default 3 pp).
-    * ``zero_grad_warn`` / ``zero_grad_fail`` — fraction of exactly-zero input gradients
-      (defaults 1 % / 5 %); any non-finite gradient fails.
+    * ``zero_grad_warn`` / ``zero_grad_fail`` — fraction of exactly-zero or near-zero input
+      gradients (defaults 1 % / 5 %); any non-finite gradient fails.
+    * ``near_zero_ratio`` — ‖∇CE‖₂ at most this times ‖∇margin‖₂ counts as near zero (1e-30:
+      softmax saturated at a margin ≳ 69 nats, far beyond honest models).
+    * ``min_fail_hits`` — random search and Square fail only with at least this many broken
+      points that are also more than ``random_search_fail`` of the points searched; fewer warn
+      (with 25 points, one lucky hit is 4 %: too little evidence to fail).
+    * ``loss_gap_fail`` — margin-loss PGD this far below CE-PGD fails (default 3 pp), if the gap
+      is also more than ``gap_relative`` (default 20 %) of the CE-PGD accuracy; a smaller gap warns
+      (CE-PGD is often a few points weaker than margin-PGD on honest models too).
+    * ``strong_gap_fail`` — APGD (or the reference) this far below the audit's gradient attack
+      (worst case of CE- and margin-PGD) fails (3 pp, and ``gap_relative`` of it).
+    * ``determinism_rtol`` — relative logit change between identical forwards above which the
+      model counts as randomized (default 1e-5); ``eot_iter`` / ``draws`` — EOT forwards per
+      gradient and scoring draws used for a randomized model (defaults 10 / 10).
+
+    Every comparison ignores differences below 1e-6 (float noise: 0.030000001 is not > 0.03).
     """
 
     tolerance: float = 0.01
@@ -122,6 +153,14 @@ class AuditThresholds:
     single_step_fail: float = 0.03
     zero_grad_warn: float = 0.01
     zero_grad_fail: float = 0.05
+    near_zero_ratio: float = 1e-30
+    min_fail_hits: int = 3
+    loss_gap_fail: float = 0.03
+    strong_gap_fail: float = 0.03
+    gap_relative: float = 0.2
+    determinism_rtol: float = 1e-5
+    eot_iter: int = 10
+    draws: int = 10
 
 
 @dataclass
@@ -288,18 +327,27 @@ def _per_batch(fn: Callable[[Tensor, Tensor], T], x: Tensor, y: Tensor, batch_si
     return sharded_map(lambda i: fn(x[i : i + batch_size], y[i : i + batch_size]), starts)
 
 
-def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+def _still_correct(model: nn.Module, x: Tensor, y: Tensor, draws: int) -> Tensor:
+    """Correct by one forward, or by a strict majority of ``draws`` forwards (randomized model)."""
+    if draws > 1:
+        return accuracy_over_draws(model, x, y, draws) > 0.5
+    return model(x).argmax(1).eq(y)
+
+
+def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, draws: int = 1) -> Tensor:
     dev = model_device(model)
 
     def one(xb: Tensor, yb: Tensor) -> Tensor:
-        return model(xb.to(dev)).argmax(1).eq(yb.to(dev)).cpu()
+        return _still_correct(model, xb.to(dev), yb.to(dev), draws).cpu()
 
     with frozen(model, "eval"), torch.no_grad():
         out = _per_batch(one, x, y, batch_size)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
-def _attack_correct(model: nn.Module, attack: Attack, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+def _attack_correct(
+    model: nn.Module, attack: Attack, x: Tensor, y: Tensor, batch_size: int, draws: int = 1
+) -> Tensor:
     """Per example: still classified correctly after ``attack`` (clean mistakes count as broken)."""
     dev = model_device(model)
 
@@ -307,7 +355,7 @@ def _attack_correct(model: nn.Module, attack: Attack, x: Tensor, y: Tensor, batc
         xb, yb = xb.to(dev), yb.to(dev)
         x_adv = attack(model, xb, yb)
         with frozen(model, "eval"), torch.no_grad():
-            return model(x_adv).argmax(1).eq(yb).cpu()
+            return _still_correct(model, x_adv, yb, draws).cpu()
 
     out = _per_batch(one, x, y, batch_size)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
@@ -323,39 +371,106 @@ def _max_eps(threat: ThreatModel, x: Tensor) -> float:
     return span if threat.norm == "linf" else span * math.sqrt(x[0].numel())
 
 
-def input_gradient_stats(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 200) -> dict[str, float]:
-    """Fractions of examples whose ∇ₓCE is exactly zero / not finite / below 1e-12 in ℓ2 norm, and
-    the median gradient norm."""
+def _over(value: float, limit: float) -> bool:
+    """``value > limit`` beyond float noise: 0.030000001 does not exceed 0.03."""
+    return value > limit + 1e-6
+
+
+def _gap_status(gap: float, fail: float, tol: float, relative: float = 0.0, base: float = 0.0) -> Status:
+    """fail beyond ``max(fail, tol)`` and beyond ``relative · base``, warn beyond ``tol``, else pass."""
+    if _over(gap, max(fail, tol)) and _over(gap, relative * base):
+        return "fail"
+    return "warn" if _over(gap, tol) else "pass"
+
+
+def _hits_status(hits: int, searched: int, th: AuditThresholds) -> Status:
+    """pass with no hit; fail with ≥ ``min_fail_hits`` hits that are also more than
+    ``random_search_fail`` of the searched points; anything in between warns."""
+    if hits == 0:
+        return "pass"
+    if hits >= th.min_fail_hits and _over(hits / max(searched, 1), th.random_search_fail):
+        return "fail"
+    return "warn"
+
+
+def input_gradient_stats(
+    model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 200, near_zero_ratio: float = 1e-30
+) -> dict[str, float]:
+    """Fractions of examples whose ∇ₓCE is exactly zero, not finite, or *near zero*, and the median
+    gradient norm.
+
+    Near zero: finite and non-zero, but ‖∇ₓCE‖₂ ≤ ``near_zero_ratio`` · ‖∇ₓ margin‖₂ (margin
+    z_y − max_{i≠y} z_i), or below 1e-12 where the margin gradient itself vanishes. Saturated
+    softmax (logits scaled up, margins ≳ 70 in float32) makes ∇CE ≈ e^{−margin}·∇margin: the
+    logits still respond to the input but the CE gradient is lost in underflow, so normalized
+    (ℓ2, momentum) steps stall and partly-flushed pixels give sign 0 (Athalye et al. 2018 §3.1,
+    vanishing gradients; Croce & Hein 2020 §4 motivate DLR by the same effect).
+    ``tiny_fraction`` (absolute ‖∇ₓCE‖₂ < 1e-12) is kept for comparison.
+    """
     dev = model_device(model)
 
-    def one(xb: Tensor, yb: Tensor) -> tuple[int, int, int, Tensor]:
+    def one(xb: Tensor, yb: Tensor) -> tuple[int, int, int, int, Tensor]:
         xb = xb.to(dev).clone().requires_grad_(True)
+        yb = yb.to(dev)
         with torch.enable_grad():
-            loss = F.cross_entropy(model(xb), yb.to(dev), reduction="sum")
-            (g,) = torch.autograd.grad(loss, xb)
+            logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb, reduction="sum")
+            (g,) = torch.autograd.grad(loss, xb, retain_graph=True)
+            (gm,) = torch.autograd.grad(margin_of(logits, yb).sum(), xb)
         flat = g.flatten(1)
         finite = torch.isfinite(flat).all(dim=1)
+        zero = finite & flat.eq(0).all(dim=1)
         nrm = flat.norm(dim=1)
+        mnrm = gm.flatten(1).norm(dim=1)
+        near = finite & ~zero & ((nrm <= near_zero_ratio * mnrm) | (nrm < 1e-12) & (mnrm < 1e-12))
         return (
-            int((finite & flat.eq(0).all(dim=1)).sum()),
+            int(zero.sum()),
             int((~finite).sum()),
             int((finite & (nrm < 1e-12)).sum()),
+            int(near.sum()),
             nrm[finite].cpu(),
         )
 
     with frozen(model, "eval"):
         parts = _per_batch(one, x, y, batch_size)
-    zero = sum(p[0] for p in parts)
-    bad = sum(p[1] for p in parts)
-    tiny = sum(p[2] for p in parts)
-    norms = [p[3] for p in parts]
     n = max(x.shape[0], 1)
+    norms = [p[4] for p in parts]
     allnorms = torch.cat(norms) if norms else torch.zeros(0)
     return {
-        "zero_fraction": zero / n,
-        "nonfinite_fraction": bad / n,
-        "tiny_fraction": tiny / n,
+        "zero_fraction": sum(p[0] for p in parts) / n,
+        "nonfinite_fraction": sum(p[1] for p in parts) / n,
+        "tiny_fraction": sum(p[2] for p in parts) / n,
+        "near_zero_fraction": sum(p[3] for p in parts) / n,
         "median_norm": float(allnorms.median()) if allnorms.numel() else float("nan"),
+    }
+
+
+def determinism_stats(
+    model: nn.Module, x: Tensor, repeats: int = 4, batch_size: int = 200
+) -> dict[str, float]:
+    """Feed the same inputs ``repeats`` times: the largest relative logit change and the fraction
+    of examples whose prediction changes (a deterministic model gives 0 and 0).
+
+    A randomized model (noise, random resizing / shifts, dropout at test time) has *stochastic
+    gradients* (Athalye et al. 2018 §2.2, §4.3): one forward is one draw, a one-draw attack
+    follows noise and a one-draw score can be lucky, so it must be attacked with EOT and scored
+    over several draws.
+    """
+    dev = model_device(model)
+    xb = x[:batch_size].to(dev)
+    with frozen(model, "eval"), torch.no_grad():
+        first = model(xb).float()
+        change, flips = 0.0, torch.zeros(xb.shape[0], dtype=torch.bool, device=first.device)
+        for _ in range(max(1, repeats - 1)):
+            again = model(xb).float()
+            scale = first.abs().amax(dim=1).clamp_min(1e-6)
+            change = max(change, float(((again - first).abs().amax(dim=1) / scale).max()))
+            flips |= again.argmax(1).ne(first.argmax(1))
+    return {
+        "repeats": repeats,
+        "examples": int(xb.shape[0]),
+        "max_relative_change": change,
+        "prediction_change_fraction": _acc(flips.cpu()),
     }
 
 
@@ -384,32 +499,110 @@ def audit(
     checks: Sequence[str] | None = None,
     seed: int = 0,
     log: Callable[[str], Any] | None = None,
+    eot_iter: int | None = None,
+    draws: int | None = None,
+    square_queries: int = 1000,
+    square_n: int = 50,
+    strong_iter: int = 50,
+    reference_accuracy: float | None = None,
 ) -> AuditReport:
     """Run the gradient-obfuscation checks on ``model`` over ``n`` examples of ``data``.
 
     Args:
-        model: the classifier under audit ([0, 1] input, normalization inside).
+        model: the classifier under audit ([0, 1] input, normalization inside). To audit a BPDA
+            attack on a non-differentiable preprocessing, pass ``with_bpda(model, name)``
+            (:mod:`entrobust.attacks.bpda`).
         data: a :class:`~entrobust.data.TensorData` or ``(x, y)``; a seeded random subset of
             ``n`` examples is used (datasets sorted by class stay balanced).
         threat: the threat model the robustness claim is made for.
         surrogate: a normally trained model for the black-box transfer check; when ``None`` one
             is trained on the fly (:func:`~entrobust.diagnostics.surrogate.train_surrogate`) on
             ``train_data`` (default: ``data`` itself) for ``surrogate_epochs`` epochs.
-        pgd_steps: steps of the reference white-box PGD (uniform start, step 2.5·ε/steps) and of
-            the transfer PGD.
+        pgd_steps: steps of the reference white-box PGD (uniform start, step 2.5·ε/steps), run
+            with the CE loss and with the margin loss, and of the transfer PGD.
         random_search_samples: samples per point of the random search (RU: 10,000), run on at
-            most ``random_search_n`` points that PGD failed to break.
+            most ``random_search_n`` points that the gradient attacks failed to break.
         curve_n: examples for the ε and steps curves and the unbounded attack.
         eps_grid: explicit ε values for the ε curve; default ``eps_factors``·ε capped at the box
             diameter. curve_steps: PGD steps at each ε.
         steps_grid: step counts of the steps curve (RU: 8 … 256).
         checks: run only these checks (names as in the module docstring); default all.
-        seed: seeds the subset, the surrogate, and every attack (deterministic report).
+        seed: seeds the subset, the surrogate, every attack and torch's RNG during the audit (so
+            even a randomized model gives the same report for the same seed).
         log: called with a progress line before each stage (e.g. ``print``).
+        eot_iter: forwards averaged per gradient in every gradient attack (EOT, Athalye et al.
+            2018 §4.3); default: 10 when the model is randomized, else 1.
+        draws: forwards per robustness decision (strict majority); default 10 when randomized.
+        square_queries / square_n: budget and points of the Square check.
+        strong_iter: APGD iterations of the strong-attack check.
+        reference_accuracy: robust accuracy at this ε from the strongest stored evaluation
+            (e.g. AutoAttack), compared with the audit's gradient attack in ``strong-attack``.
 
     Returns:
         an :class:`AuditReport`; ``report.passed`` is False when any check fails.
     """
+    dev = model_device(model)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _audit(
+            model,
+            data,
+            threat,
+            surrogate,
+            n=n,
+            batch_size=batch_size,
+            pgd_steps=pgd_steps,
+            random_search_samples=random_search_samples,
+            random_search_n=random_search_n,
+            curve_n=curve_n,
+            eps_grid=eps_grid,
+            eps_factors=eps_factors,
+            curve_steps=curve_steps,
+            steps_grid=steps_grid,
+            train_data=train_data,
+            surrogate_epochs=surrogate_epochs,
+            thresholds=thresholds,
+            checks=checks,
+            seed=seed,
+            log=log,
+            eot_iter=eot_iter,
+            draws=draws,
+            square_queries=square_queries,
+            square_n=square_n,
+            strong_iter=strong_iter,
+            reference_accuracy=reference_accuracy,
+        )
+
+
+def _audit(
+    model: nn.Module,
+    data: DataLike,
+    threat: ThreatModel,
+    surrogate: nn.Module | None,
+    *,
+    n: int,
+    batch_size: int,
+    pgd_steps: int,
+    random_search_samples: int,
+    random_search_n: int,
+    curve_n: int,
+    eps_grid: Sequence[float] | None,
+    eps_factors: Sequence[float],
+    curve_steps: int,
+    steps_grid: Sequence[int],
+    train_data: DataLike | None,
+    surrogate_epochs: int,
+    thresholds: AuditThresholds | None,
+    checks: Sequence[str] | None,
+    seed: int,
+    log: Callable[[str], Any] | None,
+    eot_iter: int | None,
+    draws: int | None,
+    square_queries: int,
+    square_n: int,
+    strong_iter: int,
+    reference_accuracy: float | None,
+) -> AuditReport:
     t0 = time.perf_counter()
     th = thresholds or AuditThresholds()
     say = log if log is not None and distributed.is_main() else (lambda _msg: None)
@@ -422,6 +615,9 @@ def audit(
         raise ConfigError(f"unknown audit check(s) {unknown}; valid: {', '.join(valid)}")
     if threat.is_zero() or isinstance(threat.eps, Tensor):
         raise ConfigError("the audit needs a threat model with one scalar ε > 0")
+    for label, value in (("eot_iter", eot_iter), ("draws", draws)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
     eps = float(threat.eps)
 
     x_all, y_all = as_xy(data)
@@ -447,20 +643,57 @@ def audit(
         stage_name, stage_start = name, now
 
     say(f"audit: {n_used} examples, {threat.norm} ε = {eps:.4g}")
-    clean = _correct(model, x, y, batch_size)
+
+    # --- determinism first: a randomized model is attacked with EOT and scored over draws
+    det = determinism_stats(model, x, batch_size=batch_size)
+    stochastic = det["max_relative_change"] > th.determinism_rtol
+    eot = eot_iter if eot_iter is not None else (th.eot_iter if stochastic else 1)
+    nd = draws if draws is not None else (th.draws if stochastic else 1)
+    if "determinism" in wanted:
+        flips = det["prediction_change_fraction"]
+        # always fail when randomized: a one-draw evaluation of it is unreliable whatever this
+        # audit's seed happens to show (the verdict must not depend on the draws)
+        status: Status = "fail" if stochastic else "pass"
+        results.append(
+            Check(
+                "determinism",
+                status,
+                {**det, "stochastic": stochastic, "eot_iter": eot, "draws": nd},
+                f"the same input gave logits differing by up to {det['max_relative_change']:.3g} "
+                f"(relative) and a different prediction for {flips:.1%} of examples: the model is "
+                "randomized, so one-forward attacks follow noise and one-forward scores can be lucky "
+                "(Athalye et al. 2018 §4.3). Evaluate it with EOT — the suite autoattack-rand "
+                "(APGD-CE/-DLR, eot_iter=20, scored over 20 draws) or eot_iter=20 on pgd — "
+                f"never with autoattack-standard; this audit used eot_iter={eot}, draws={nd}",
+            )
+        )
+
+    def pgd_attack(t: ThreatModel, **kw: Any) -> Attack:
+        return build_attack("pgd", t, seed=seed, eot_iter=eot, **kw)
+
+    clean = _correct(model, x, y, batch_size, nd)
     clean_acc = _acc(clean)
-    pgd = build_attack("pgd", threat, steps=pgd_steps, seed=seed)
-    need_pgd = {"single-vs-multi", "transfer-gap", "random-search"} & set(wanted)
-    pgd_ok = _attack_correct(model, pgd, x, y, batch_size) if need_pgd else None
+    need_pgd = {"single-vs-multi", "transfer-gap", "random-search", "loss-gap", "square", "strong-attack"}
+    pgd_ok = margin_ok = None
+    if need_pgd & set(wanted):
+        pgd_ok = _attack_correct(model, pgd_attack(threat, steps=pgd_steps), x, y, batch_size, nd)
     pgd_acc = _acc(pgd_ok) if pgd_ok is not None else float("nan")
+    if {"loss-gap", "random-search", "square", "strong-attack"} & set(wanted):
+        margin_ok = _attack_correct(
+            model, pgd_attack(threat, steps=pgd_steps, loss="cw"), x, y, batch_size, nd
+        )
+    # the audit's gradient attack: per example, the worst case of CE-PGD and margin-PGD
+    grad_ok = pgd_ok & margin_ok if pgd_ok is not None and margin_ok is not None else pgd_ok
+    grad_acc = _acc(grad_ok) if grad_ok is not None else float("nan")
 
     mark("gradients")
     if "gradients" in wanted:
         say("audit: input gradients")
-        st = input_gradient_stats(model, x, y, batch_size)
-        if st["nonfinite_fraction"] > 0 or st["zero_fraction"] > th.zero_grad_fail:
-            status: Status = "fail"
-        elif st["zero_fraction"] > th.zero_grad_warn:
+        st = input_gradient_stats(model, x, y, batch_size, th.near_zero_ratio)
+        lost = st["zero_fraction"] + st["near_zero_fraction"]
+        if st["nonfinite_fraction"] > 0 or _over(lost, th.zero_grad_fail):
+            status = "fail"
+        elif _over(lost, th.zero_grad_warn):
             status = "warn"
         else:
             status = "pass"
@@ -469,18 +702,47 @@ def audit(
                 "gradients",
                 status,
                 st,
-                f"{st['zero_fraction']:.1%} of examples have an exactly zero input gradient and "
-                f"{st['nonfinite_fraction']:.1%} a non-finite one; sign-PGD cannot move from such points "
+                f"{st['zero_fraction']:.1%} of examples have an exactly zero input gradient, "
+                f"{st['near_zero_fraction']:.1%} a near-zero one (‖∇CE‖ ≤ {th.near_zero_ratio:.0e}·"
+                f"‖∇margin‖: saturated softmax) and {st['nonfinite_fraction']:.1%} a non-finite one; "
+                "gradient attacks cannot move from such points "
                 "(shattered or vanishing gradients, Athalye et al. 2018 §3.1)",
+            )
+        )
+
+    mark("loss-gap")
+    if "loss-gap" in wanted:
+        assert pgd_ok is not None and margin_ok is not None
+        say("audit: CE-PGD vs margin-PGD")
+        margin_acc = _acc(margin_ok)
+        gap = pgd_acc - margin_acc
+        status = _gap_status(gap, th.loss_gap_fail, tol, th.gap_relative, pgd_acc)
+        results.append(
+            Check(
+                "loss-gap",
+                status,
+                {
+                    "ce_accuracy": pgd_acc,
+                    "margin_accuracy": margin_acc,
+                    "worst_case_accuracy": grad_acc,
+                    "gap": gap,
+                    "tolerance": tol,
+                },
+                f"CE-PGD accuracy {pgd_acc:.3f} vs margin-loss PGD {margin_acc:.3f} (worst case "
+                f"{grad_acc:.3f}): the cross-entropy gradient alone is masked (saturated or "
+                "smoothed CE); evaluate with margin / DLR losses (CW-PGD, APGD-DLR, AutoAttack)",
             )
         )
 
     mark("single-vs-multi")
     if "single-vs-multi" in wanted:
         say("audit: FGSM vs PGD")
-        fgsm_acc = _acc(_attack_correct(model, build_attack("fgsm", threat), x, y, batch_size))
+        fgsm = build_attack("fgsm", threat, eot_iter=eot)
+        fgsm_acc = _acc(_attack_correct(model, fgsm, x, y, batch_size, nd))
         gap = pgd_acc - fgsm_acc
-        status = "fail" if gap > max(th.single_step_fail, tol) else "warn" if gap > tol else "pass"
+        status = (
+            "fail" if _over(gap, max(th.single_step_fail, tol)) else "warn" if _over(gap, tol) else "pass"
+        )
         results.append(
             Check(
                 "single-vs-multi",
@@ -520,10 +782,10 @@ def audit(
         transfer = build_attack(
             "transfer", threat, surrogate=surrogate, attack="pgd", steps=pgd_steps, seed=seed
         )
-        black_acc = _acc(_attack_correct(model, transfer, x, y, batch_size))
+        black_acc = _acc(_attack_correct(model, transfer, x, y, batch_size, nd))
         sur_acc = _acc(_correct(surrogate, x, y, batch_size))
         gap = pgd_acc - black_acc
-        status = "fail" if gap > max(th.transfer_fail, tol) else "warn" if gap > tol else "pass"
+        status = _gap_status(gap, th.transfer_fail, tol)
         results.append(
             Check(
                 "transfer-gap",
@@ -540,19 +802,22 @@ def audit(
             )
         )
 
+    # points every gradient attack failed on: where the gradient-free searches look
+    robust_idx = (
+        (grad_ok & clean).nonzero().squeeze(1) if grad_ok is not None else torch.zeros(0, dtype=torch.long)
+    )
+
     mark("random-search")
     if "random-search" in wanted:
-        assert pgd_ok is not None
-        robust_idx = (pgd_ok & clean).nonzero().squeeze(1)
         sub = robust_idx[:random_search_n]
         say(f"audit: random search ({random_search_samples} samples on {sub.numel()} PGD-robust points)")
         if sub.numel():
             rs = build_attack("random-search", threat, n=random_search_samples, seed=seed)
-            broken = int((~_attack_correct(model, rs, x[sub], y[sub], batch_size)).sum())
+            broken = int((~_attack_correct(model, rs, x[sub], y[sub], batch_size, nd)).sum())
             rate = broken / sub.numel()
         else:
             broken, rate = 0, 0.0
-        status = "fail" if rate > th.random_search_fail else "warn" if broken > 0 else "pass"
+        status = _hits_status(broken, int(sub.numel()), th)
         results.append(
             Check(
                 "random-search",
@@ -563,9 +828,82 @@ def audit(
                     "samples": random_search_samples,
                     "random_successes": broken,
                     "rate": rate,
+                    "min_fail_hits": th.min_fail_hits,
                 },
                 f"random search broke {broken} of {sub.numel()} points that PGD could not: adversarial "
                 "examples exist where the gradient attack did not find them (RU App. C.1)",
+            )
+        )
+
+    mark("square")
+    if "square" in wanted:
+        sub = robust_idx[:square_n]
+        say(f"audit: Square ({square_queries} queries on {sub.numel()} PGD-robust points)")
+        if sub.numel():
+            sq = build_attack("square", threat, n_queries=square_queries, p_init=0.8, seed=seed)
+            broken = int((~_attack_correct(model, sq, x[sub], y[sub], batch_size, nd)).sum())
+        else:
+            broken = 0
+        status = _hits_status(broken, int(sub.numel()), th)
+        results.append(
+            Check(
+                "square",
+                status,
+                {
+                    "pgd_robust_points": int(robust_idx.numel()),
+                    "searched": int(sub.numel()),
+                    "queries": square_queries,
+                    "square_successes": broken,
+                    "rate": broken / max(int(sub.numel()), 1),
+                    "min_fail_hits": th.min_fail_hits,
+                },
+                f"the gradient-free Square attack (Andriushchenko et al. 2020, {square_queries} queries) "
+                f"broke {broken} of {sub.numel()} points the gradient attacks could not: the gradients "
+                "mislead the attack (AutoAttack checks.py: check_square_sr)",
+            )
+        )
+
+    mark("strong-attack")
+    if "strong-attack" in wanted:
+        assert grad_ok is not None and pgd_ok is not None
+        sub = robust_idx
+        say(f"audit: APGD-CE / APGD-DLR ({strong_iter} iterations) on {sub.numel()} PGD-robust points")
+        strong_ok = grad_ok.clone()
+        if sub.numel():
+            with frozen(model, "eval"), torch.no_grad():
+                n_classes = int(model(x[:1].to(model_device(model))).shape[1])
+            losses = ["ce", "dlr"] if n_classes >= 3 else ["ce"]
+            left = sub
+            for loss in losses:
+                if left.numel() == 0:
+                    break
+                apgd = build_attack(f"apgd-{loss}", threat, n_iter=strong_iter, seed=seed, eot_iter=eot)
+                ok = _attack_correct(model, apgd, x[left], y[left], batch_size, nd)
+                strong_ok[left[~ok]] = False
+                left = left[ok]
+        strong_acc = _acc(strong_ok & clean)
+        if reference_accuracy is not None:
+            reference_accuracy = float(reference_accuracy)
+        best = strong_acc if reference_accuracy is None else min(strong_acc, reference_accuracy)
+        ref_text = "" if reference_accuracy is None else f" and the stored reference {reference_accuracy:.3f}"
+        gap = grad_acc - best
+        status = _gap_status(gap, th.strong_gap_fail, tol, th.gap_relative, grad_acc)
+        results.append(
+            Check(
+                "strong-attack",
+                status,
+                {
+                    "pgd_accuracy": pgd_acc,
+                    "gradient_worst_case_accuracy": grad_acc,
+                    "apgd_accuracy": strong_acc,
+                    "reference_accuracy": math.nan if reference_accuracy is None else reference_accuracy,
+                    "gap": gap,
+                    "tolerance": tol,
+                },
+                f"the audit's {pgd_steps}-step PGD (worst of CE and margin) leaves {grad_acc:.3f} but APGD "
+                f"({strong_iter} iterations) {strong_acc:.3f}"
+                + ref_text
+                + ": the weaker attack overstates robustness; report the stronger one (Croce & Hein 2020)",
             )
         )
 
@@ -582,17 +920,17 @@ def audit(
         accs = []
         for e in grid:
             if e == 0:
-                accs.append(_acc(_correct(model, xc, yc, batch_size)))
+                accs.append(_acc(_correct(model, xc, yc, batch_size, nd)))
                 continue
-            atk = build_attack("pgd", threat.with_eps(e, allow_large_eps=True), steps=curve_steps, seed=seed)
-            accs.append(_acc(_attack_correct(model, atk, xc, yc, batch_size)))
+            atk = pgd_attack(threat.with_eps(e, allow_large_eps=True), steps=curve_steps)
+            accs.append(_acc(_attack_correct(model, atk, xc, yc, batch_size, nd)))
         curves["eps"] = {"eps": grid, "accuracy": accs}
         rises = [max(0.0, b - a) for a, b in itertools.pairwise(accs)]
         worst_rise = max(rises, default=0.0)
         final = accs[-1]
-        if final > th.eps_final_warn or worst_rise > 3 * tol_c:
+        if _over(final, th.eps_final_warn) or _over(worst_rise, 3 * tol_c):
             status = "fail"
-        elif final > th.eps_final_pass or worst_rise > tol_c:
+        elif _over(final, th.eps_final_pass) or _over(worst_rise, tol_c):
             status = "warn"
         else:
             status = "pass"
@@ -621,13 +959,23 @@ def audit(
         accs, sizes = [], []
         for k in steps_grid:
             size = max(floor, 2.0 * eps / k)
-            atk = build_attack("pgd", threat, steps=int(k), step_size=size, seed=seed)
-            accs.append(_acc(_attack_correct(model, atk, xc, yc, batch_size)))
+            atk = pgd_attack(threat, steps=int(k), step_size=size)
+            accs.append(_acc(_attack_correct(model, atk, xc, yc, batch_size, nd)))
             sizes.append(size)
         curves["steps"] = {"steps": [float(k) for k in steps_grid], "accuracy": accs, "step_size": sizes}
+        clean_c = _acc(clean[: xc.shape[0]])
         drop = accs[-2] - accs[-1] if len(accs) > 1 else 0.0
         total_drop = accs[0] - accs[-1]
-        status = "fail" if drop > max(th.steps_drop_warn, tol_c) else "warn" if drop > tol_c else "pass"
+        worst_rise = max((max(0.0, b - a) for a, b in itertools.pairwise(accs)), default=0.0)
+        # stuck: no number of steps lowers accuracy below clean, though random / gradient-free
+        # points or a larger ε do (an honest model loses *some* accuracy at its threat ε)
+        stuck = clean_c > 0 and not _over(clean_c - min(accs), tol_c)
+        if _over(drop, max(th.steps_drop_warn, tol_c)) or _over(worst_rise, 3 * tol_c):
+            status = "fail"
+        elif _over(drop, tol_c) or _over(worst_rise, tol_c) or stuck:
+            status = "warn"
+        else:
+            status = "pass"
         results.append(
             Check(
                 "steps-curve",
@@ -635,13 +983,22 @@ def audit(
                 {
                     "last_drop": drop,
                     "total_drop": total_drop,
+                    "worst_rise": worst_rise,
+                    "stuck": stuck,
+                    "clean_accuracy": clean_c,
                     "final_accuracy": accs[-1],
                     "tolerance": tol_c,
                     "steps": list(steps_grid),
                     "accuracy": accs,
                 },
-                f"accuracy still drops by {drop:.3f} between the last two step counts "
-                f"(up to {steps_grid[-1]}): the attack has not converged (RU §5.2, Fig. 2)",
+                f"accuracy drops by {drop:.3f} between the last two step counts (up to {steps_grid[-1]}), "
+                f"rises by up to {worst_rise:.3f} between step counts"
+                + (
+                    f" and never falls below clean accuracy {clean_c:.3f} (the attack is stuck)"
+                    if stuck
+                    else ""
+                )
+                + ": a converged attack gives a flat or falling curve (RU §5.2, Fig. 2)",
             )
         )
 
@@ -662,8 +1019,8 @@ def audit(
         left = (~df).nonzero().squeeze(1)
         pgd_big_ok = torch.zeros(0, dtype=torch.bool)
         if left.numel():
-            atk = build_attack("pgd", big, steps=100, rel_step=0.05, init="none", seed=seed)
-            pgd_big_ok = _attack_correct(model, atk, xc[left], yc[left], batch_size)
+            atk = pgd_attack(big, steps=100, rel_step=0.05, init="none")
+            pgd_big_ok = _attack_correct(model, atk, xc[left], yc[left], batch_size, nd)
         fooled = df.clone()
         if left.numel():
             fooled[left] = ~pgd_big_ok
@@ -701,6 +1058,12 @@ def audit(
             "steps_grid": list(steps_grid),
             "seed": seed,
             "surrogate_epochs": surrogate_epochs,
+            "eot_iter": eot,
+            "draws": nd,
+            "stochastic": stochastic,
+            "square_queries": square_queries,
+            "square_n": square_n,
+            "strong_iter": strong_iter,
             "thresholds": asdict(th),
             "stage_seconds": {k: round(v, 3) for k, v in timings.items()},
         },

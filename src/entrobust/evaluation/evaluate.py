@@ -38,7 +38,6 @@ import math
 import numbers
 import os
 import re
-import sys
 import time
 import warnings
 import zlib
@@ -54,6 +53,7 @@ from torch import Tensor, nn
 import entrobust
 from entrobust import accel, distributed
 from entrobust.attacks.base import Attack, entropy_of, frozen, margin_of
+from entrobust.attacks.engine import accuracy_over_draws, is_stochastic
 from entrobust.attacks.inputs import check_finite, check_label_range, check_labels, check_layout, check_logits
 from entrobust.attacks.threat import NORMS, ThreatModel, flat_norm
 from entrobust.errors import ConfigError, DataError
@@ -61,6 +61,7 @@ from entrobust.evaluation.result import CLEAN_FIELDS, STEP_FIELDS, EvalResult, S
 from entrobust.evaluation.sharding import on_main, sharded_map
 from entrobust.evaluation.state import EvalState
 from entrobust.evaluation.suites import Suite, SuiteEntry, build_entry, get_suite, parse_value
+from entrobust.progress import Progress
 
 __all__ = ["build_plan", "chunk_seed", "evaluate", "model_fingerprint", "parse_eps"]
 
@@ -329,7 +330,8 @@ def evaluate(
             random rather than the first N because some splits are sorted by class.
         device: where the model runs (default: where its parameters are); the model is moved.
         state_path: directory for resume state; rerunning with the same arguments continues.
-        progress: show a tqdm bar on stderr with the current robust accuracy.
+        progress: report each attack step on stderr with the current robust accuracy: a bar
+            with ETA on a terminal, one line per step otherwise (:mod:`entrobust.progress`).
         seed: base seed of the subset and of every chunk's attack randomness.
         keep_examples: keep the adversarial examples found (``EvalResult.adv_x``).
         mode: ``"cascade"`` (default) or ``"independent"`` (every row on every correct example).
@@ -434,7 +436,7 @@ def evaluate(
             _commit(state, clean, records, broken, seconds, 0, 0)
 
     world = distributed.world_size()
-    bar = _bar(len(steps), start_step, progress and main)
+    bar: Progress | None = None
     try:
         for step in steps[start_step:]:
             entry = the_suite.entries[step.entry_index]
@@ -444,8 +446,14 @@ def evaluate(
             attack = (
                 _build_attack(entry, step.eps, step.norm, allow_large_eps) if first < len(chunks) else None
             )
-            if bar is not None:
-                bar.set_description(f"{step.label} eps={format_eps(step.eps)}")
+            bar = Progress(
+                "eval",
+                f"{step.label} eps={format_eps(step.eps)}",
+                targets.numel(),
+                unit="examples",
+                initial=sum(len(c) for c in chunks[:first]),
+                enabled=progress and main,
+            )
 
             # rounds of W chunks: rank r runs chunk lo + r, every rank applies all W in chunk order
             for lo in range(first, len(chunks), world):
@@ -466,14 +474,13 @@ def evaluate(
                 if state is not None and main:
                     nxt = (step.index, hi) if hi < len(chunks) else (step.index + 1, 0)
                     _commit(state, clean, records, broken, seconds, *nxt)
-                if bar is not None:
-                    acc = _cum_acc(clean["clean_correct"], broken, step.index)
-                    bar.set_postfix_str(f"batch {hi}/{len(chunks)} robust {100 * acc:.1f}%")
+                acc = _cum_acc(clean["clean_correct"], broken, step.index)
+                bar.set_postfix(f"robust {100 * acc:.1f}%")
+                bar.update(sum(len(c) for c in chunks[lo:hi]))
             if state is not None and main and not chunks:
                 _commit(state, clean, records, broken, seconds, step.index + 1, 0)
             start_chunk = 0
-            if bar is not None:
-                bar.update(1)
+            bar.close()
     finally:
         if bar is not None:
             bar.close()
@@ -516,6 +523,13 @@ def evaluate(
                 stacklevel=2,
             )
 
+    notes = _sanity_notes(net, x, the_suite, steps, clean, broken, mode, batch_size, dev)
+    if notes:
+        meta["warnings"] = notes
+        if main:
+            for note in notes:
+                warnings.warn(note, RuntimeWarning, stacklevel=2)
+
     return EvalResult(
         suite=the_suite.describe(),
         labels=the_suite.labels,
@@ -532,6 +546,47 @@ def evaluate(
         seconds=seconds,
         meta=meta,
     )
+
+
+def _sanity_notes(
+    net: nn.Module,
+    x: Tensor,
+    suite: Suite,
+    steps: Sequence[Step],
+    clean: dict[str, Tensor],
+    broken: Tensor,
+    mode: Mode,
+    batch_size: int,
+    dev: torch.device,
+) -> list[str]:
+    """AutoAttack's ``checks.py`` alarms, for every suite (not only the ``AutoAttack`` class):
+
+    * the model's outputs change between identical calls (randomized: use EOT,
+      ``autoattack-rand``) — unless the suite already scores over several draws;
+    * Square lowering the cascade's robust accuracy after the gradient attacks at some ε
+      (``check_square_sr``: the gradients may be masked).
+    """
+    from entrobust.attacks.autoattack import RANDOMIZED_NOTE, square_check
+
+    notes: list[str] = []
+    if x.shape[0]:
+        xb = x[:batch_size].to(dev)
+        with frozen(net, "eval"):
+            stochastic = is_stochastic(net, xb)
+        uses_draws = any(
+            e.attack == "autoattack-rand" or int(e.kwargs.get("draws", 1) or 1) > 1 for e in suite.entries
+        )
+        if stochastic and not uses_draws:
+            notes.append(RANDOMIZED_NOTE)
+    if mode == "cascade":
+        by_eps: dict[float, dict[str, float]] = {}
+        for step in steps:
+            acc = by_eps.setdefault(step.eps, {"clean": _cum_acc(clean["clean_correct"], broken, -1)})
+            is_square = suite.entries[step.entry_index].attack == "square"
+            acc["square" if is_square else step.label] = _cum_acc(clean["clean_correct"], broken, step.index)
+        for e, acc in by_eps.items():
+            notes += [f"eps={format_eps(e)}: {n}" for n in square_check(acc)]
+    return notes
 
 
 def _load_state(
@@ -572,6 +627,10 @@ def _compute_chunk(
         res = _run_chunk(attack, net, xb, y[pos].to(dev), chunk_seed(seed, step.eps, step.label, b))
     dist = _check_threat(res.x_adv, xb, step.eps, step.norm, step.label).cpu()
     succ = res.success.cpu().bool()
+    draws = int(getattr(attack, "draws", 1) or 1)
+    if draws > 1:  # a randomized model (autoattack-rand): broken unless most draws are right
+        with frozen(net, "eval"), accel.autocast(dev, amp):
+            succ = ~(accuracy_over_draws(net, res.x_adv, y[pos].to(dev), draws) > 0.5).cpu()
     newly = succ & (broken[pos] < 0)  # chunks of a step are disjoint: the same when applied
     return {
         "success": succ,
@@ -713,11 +772,3 @@ def _restore_adv(state: EvalState, adv_x: Tensor, broken: Tensor, step: int, chu
             f"resume state {state.path} lacks the adversarial examples of {int(missing.sum())} "
             "examples; delete the state directory and start again"
         )
-
-
-def _bar(total: int, done: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)

@@ -301,9 +301,11 @@ class EvalResult:
             f"suite {self.suite.get('name', '?')} | {self.norm} | {self.n} examples | {self.mode} ({what}, %)"
         )
         rule = "-" * len(fmt(head))
-        return "\n".join(
-            [title, fmt(head), rule, fmt(rows[0]), *(fmt(r) for r in rows[1:-1]), rule, fmt(rows[-1])]
-        )
+        lines = [title, fmt(head), rule, fmt(rows[0]), *(fmt(r) for r in rows[1:-1]), rule, fmt(rows[-1])]
+        # the evaluation's own alarms (randomized model, Square beating the gradient attacks, an
+        # audit that failed) are printed with the numbers they qualify, never only logged
+        lines += [f"WARNING: {note}" for note in self.meta.get("warnings", [])]
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()

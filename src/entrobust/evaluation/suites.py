@@ -430,6 +430,17 @@ register_suite(
 )
 register_suite(
     Suite(
+        "autoattack-rand",
+        (SuiteEntry("AutoAttack-rand", "autoattack-rand", {}),),
+        "AutoAttack rand (randomized defenses): APGD-CE, APGD-DLR with EOT over 20 forwards, "
+        "each point scored over 20 draws",
+        eps={"mnist": (0.3,), "cifar": (8 / 255,)},
+        source="Croce & Hein 2020; fra31/auto-attack autoattack/autoattack.py (version 'rand'); "
+        "Athalye et al. 2018 §4.3 (EOT)",
+    )
+)
+register_suite(
+    Suite(
         "strong",
         (
             SuiteEntry("APGD-CE", "apgd-ce", {"restarts": 1}),
