@@ -23,7 +23,7 @@ import _evaluation_fakes as fk
 import entrobust
 from _distributed import spawn
 from entrobust.attacks import ThreatModel
-from entrobust.diagnostics.obfuscation import AuditReport, audit
+from entrobust.diagnostics.obfuscation import AUDIT_CHECKS, AuditReport, audit
 from entrobust.errors import ConfigError
 from entrobust.evaluation import EvalResult, SuiteEntry, evaluate
 
@@ -221,7 +221,7 @@ def test_amp_and_fp32_check_are_validated() -> None:
 def test_sharded_audit_equals_single_process(ranks: dict[str, Any]) -> None:
     x, y = _data()
     single = _audit(x, y).to_dict()
-    assert len(single["checks"]) == 7
+    assert len(single["checks"]) == len(AUDIT_CHECKS)
     for out in ranks["per_rank"]:
         got = out["audit"]
         assert got["checks"] == single["checks"]

@@ -896,7 +896,7 @@ def _audit(
                     "pgd_accuracy": pgd_acc,
                     "gradient_worst_case_accuracy": grad_acc,
                     "apgd_accuracy": strong_acc,
-                    "reference_accuracy": math.nan if reference_accuracy is None else reference_accuracy,
+                    "reference_accuracy": reference_accuracy,  # None: no stored reference (JSON null)
                     "gap": gap,
                     "tolerance": tol,
                 },
