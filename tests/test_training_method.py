@@ -318,7 +318,7 @@ def test_config_errors_name_the_key(d, key):
 @settings(max_examples=25, deadline=None)
 @given(
     kind=st.sampled_from(["none", "pgd", "trades", "mart", "atent-l2", "atent-linf"]),
-    eps=st.floats(1e-3, 1.0),
+    eps=st.floats(1e-3, 1.0, exclude_max=True),  # an l-inf ball of radius 1 holds the whole box: refused
     steps=st.integers(1, 50),
     bn_mode=st.sampled_from(["eval", "train"]),
     mix=st.floats(0.0, 1.0),
