@@ -1,4 +1,6 @@
-"""Claims C1–C11 on hand-made result sets: each claim returns each of its verdicts, with numbers."""
+"""Claims C1–C11 on hand-made result sets: each claim returns each of its verdicts, with numbers;
+comparisons paired on the same test points (McNemar's exact test, paired bootstrap) when the
+per-example outcomes are stored, and the effect, p and n in the claims table."""
 
 from __future__ import annotations
 
@@ -7,12 +9,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 
+from entrobust.experiments import stats
 from entrobust.experiments.analyses import toy_smoothness
 from entrobust.experiments.claims import (
     CLAIMS,
+    INCONCLUSIVE,
     NOT_ENOUGH,
     NOT_REPRODUCED,
+    REFUTED,
     REPRODUCED,
     check_claims,
     format_claims,
@@ -27,7 +33,8 @@ class Study:
     """Builds a :class:`ResultSet` by hand: runs with white-box / transfer rows and analyses."""
 
     def __init__(self) -> None:
-        self.rs = ResultSet(experiment="hand")
+        self.examples: dict[int, list[dict[str, Any]]] = {}
+        self.rs = ResultSet(experiment="hand", example_source=lambda i: self.examples.get(i, []))
         self._id = 0
 
     def _next(self) -> int:
@@ -47,7 +54,10 @@ class Study:
         n: int = 1000,
         adversarial: bool = False,
         suite: str = "custom",
+        outcomes: dict[tuple[str, float], Sequence[bool]] | None = None,
     ) -> RunInfo:
+        """``outcomes``: (attack label, ε) → per-example correctness of an attack row (stored as
+        per-example rows with indices 0, 1, ...)."""
         rid = f"{label}-{seed}"
         r = RunInfo(rid, label, None, DS, "cnn4", seed, adversarial, group=label)
         self.rs.runs.append(r)
@@ -64,6 +74,12 @@ class Study:
             add(lab, eps, acc, {"row": "attack", "entry": {"attack": lab}, "suite": {"name": suite}}, norm)
         for (lab, eps), acc in (black or {}).items():
             add(lab, eps, acc, {"row": "attack", "entry": {"attack": lab}, "transfer_from": "x"})
+        for (lab, eps), ok in (outcomes or {}).items():
+            i = self._next()
+            spec = {"row": "attack", "entry": {"attack": lab}, "suite": {"name": suite}}
+            acc = float(np.mean(ok))
+            self.rs.evaluations.append(EvalRow(i, rid, "ev", lab, norm, eps, len(ok), clean, acc, spec))
+            self.examples[i] = [{"idx": j, "success": not bool(v)} for j, v in enumerate(ok)]
         return r
 
     def analysis(self, run: RunInfo, kind: str, result: dict[str, Any]) -> None:
@@ -154,18 +170,22 @@ def test_c3_verdicts() -> None:
 
 def test_c4_verdicts_and_noise() -> None:
     good = Study()
-    good.run("PAT-EntM", white={0.1: 0.8, 0.3: 0.50})
-    good.run("TRADES", white={0.1: 0.8, 0.3: 0.40})
-    tie = Study()  # 0.5 pp lower on 1000 examples is within noise: ≥ holds
-    tie.run("PAT-EntM", white={0.3: 0.495})
-    tie.run("TRADES", white={0.3: 0.500})
+    good.run("PAT-EntM", white={0.1: 0.8, 0.3: 0.50}, n=10000)
+    good.run("TRADES", white={0.1: 0.8, 0.3: 0.40}, n=10000)
+    tie = Study()  # 0.5 pp lower on 10,000 examples: the interval stays above −3 pp, ≥ holds
+    tie.run("PAT-EntM", white={0.3: 0.495}, n=10000)
+    tie.run("TRADES", white={0.3: 0.500}, n=10000)
     bad = Study()
     bad.run("PAT-EntM", white={0.3: 0.30})
     bad.run("TRADES", white={0.3: 0.50})
+    unsure = Study()  # the same tie on 1,000 unpaired examples: the interval reaches below −3 pp
+    unsure.run("PAT-EntM", white={0.3: 0.495})
+    unsure.run("TRADES", white={0.3: 0.500})
+    _check([(REPRODUCED, good), (REPRODUCED, tie), (REFUTED, bad), (INCONCLUSIVE, unsure)], "C4")
     none = Study()
     none.run("PAT-EntM", white={0.3: 0.30})
     none.run("TRADES", white={0.1: 0.50})  # no common ε
-    _check([(REPRODUCED, good), (REPRODUCED, tie), (NOT_REPRODUCED, bad), (NOT_ENOUGH, none)], "C4")
+    assert none.verdict("C4") == NOT_ENOUGH
 
 
 # ------------------------------------------------------------------------------------ C5, C6
@@ -260,10 +280,10 @@ def test_c9_verdicts() -> None:
 
 def test_c10_verdicts() -> None:
     good, bad, none = Study(), Study(), Study()
-    good.run("AT", white={0.3: 0.48})
-    good.run("AT+EnSGD", white={0.3: 0.52})
-    good.run("AWP", white={0.3: 0.50})
-    good.run("AWP+EnSGD", white={0.3: 0.499})  # ≥ within noise
+    good.run("AT", white={0.3: 0.48}, n=10000)
+    good.run("AT+EnSGD", white={0.3: 0.52}, n=10000)
+    good.run("AWP", white={0.3: 0.50}, n=10000)
+    good.run("AWP+EnSGD", white={0.3: 0.499}, n=10000)  # ≥ within noise
     bad.run("AT", white={0.3: 0.48})
     bad.run("AT+EnSGD", white={0.3: 0.40})
     none.run("AT+EnSGD", white={0.3: 0.40})
@@ -295,9 +315,9 @@ def test_every_claim_is_registered_and_runs_on_an_empty_study() -> None:
     assert CLAIMS.names() == [f"C{i}" for i in range(1, 12)]
     results = check_claims(Study().rs)
     assert [r.id for r in results] == CLAIMS.names()
-    assert {r.verdict for r in results} == {NOT_ENOUGH}
+    assert {r.verdict for r in results} == {INCONCLUSIVE}
     text = format_claims(results)
-    assert "C11" in text and "11 not enough data" in text
+    assert "C11" in text and "11 inconclusive" in text
 
 
 def test_untrained_models_are_left_out_and_named() -> None:
@@ -318,3 +338,125 @@ def test_seeds_are_averaged() -> None:
     (res,) = check_claims(s.rs, ["C1"])
     assert res.numbers["EntM"]["acc_small"] == pytest.approx(0.35)
     assert res.numbers["EntM"]["normal_small"] == pytest.approx(0.06)
+
+
+# ------------------------------------------------------------------------------------ paired statistics
+def _paired_mm(mm: Sequence[bool], std: Sequence[bool], *, eps: float = 0.3) -> Study:
+    """Min-Max and Std with per-example PGD outcomes on the same points (fuzziness holds)."""
+    s = Study()
+    a = s.run("Std", outcomes={("PGD", eps): std}, suite="minmax")
+    b = s.run("Min-Max", outcomes={("PGD", eps): mm}, suite="minmax")
+    s.analysis(a, "fuzziness", {"first": 0.44})
+    s.analysis(b, "fuzziness", {"first": 0.005})
+    return s
+
+
+def _outcomes(n11: int, n10: int, n01: int, n00: int) -> tuple[list[bool], list[bool]]:
+    """Paired outcomes with the given counts (first model right/wrong × second right/wrong)."""
+    a = [True] * n11 + [True] * n10 + [False] * n01 + [False] * n00
+    b = [True] * n11 + [False] * n10 + [True] * n01 + [False] * n00
+    return a, b
+
+
+def test_mcnemar_matches_scipy_and_a_hand_computation() -> None:
+    a, b = _outcomes(50, 10, 2, 38)
+    p, n10, n01 = stats.mcnemar_exact(a, b)
+    assert (n10, n01) == (10, 2)
+    # two-sided exact: 2 · P(Binomial(12, 1/2) ≤ 2) = 2 · (1 + 12 + 66) / 4096
+    assert p == pytest.approx(2 * (1 + 12 + 66) / 4096, rel=1e-12)
+    assert p == pytest.approx(binomtest(10, 12, 0.5).pvalue, rel=1e-12)
+    assert stats.mcnemar_exact([True, False], [True, False])[0] == 1.0  # no discordant pair
+    with pytest.raises(ValueError, match="equal lengths"):
+        stats.mcnemar_exact([True], [True, False])
+
+
+def test_paired_bootstrap_interval_is_seeded_and_matches_the_normal_approximation() -> None:
+    a, b = _outcomes(300, 60, 20, 620)  # d = +4 pp on 1000 points
+    x, y = np.array(a), np.array(b)
+    lo, hi = stats.paired_bootstrap([(x, y)], resamples=20000, seed=1)
+    assert (lo, hi) == stats.paired_bootstrap([(x, y)], resamples=20000, seed=1)  # deterministic
+    # hand: Var(d̄) = (p₊ + p₋ − d²) / n with p₊ = 0.06, p₋ = 0.02
+    se = np.sqrt((0.06 + 0.02 - 0.04**2) / 1000)
+    assert lo == pytest.approx(0.04 - 1.96 * se, abs=0.002)
+    assert hi == pytest.approx(0.04 + 1.96 * se, abs=0.002)
+    # the multinomial shortcut is the ordinary bootstrap: resampling the examples themselves
+    rng = np.random.default_rng(0)
+    d = x.astype(int) - y.astype(int)
+    brute = np.quantile(d[rng.integers(0, d.size, (4000, d.size))].mean(1), [0.025, 0.975])
+    assert lo == pytest.approx(brute[0], abs=0.003) and hi == pytest.approx(brute[1], abs=0.003)
+    # two seeds: the interval also carries the spread between seeds
+    c = stats.paired([(x, y), (y, x)])
+    assert c.diff == pytest.approx(0.0) and c.seeds == 2 and c.n == 2000
+    assert c.low < -0.04 and c.high > 0.04
+
+
+def test_paired_claim_is_reproduced_refuted_or_inconclusive() -> None:
+    a, b = _outcomes(80, 40, 4, 76)  # Min-Max right on 40 points where Std is wrong, 4 the other way
+    good = _paired_mm(a, b)
+    (res,) = check_claims(good.rs, ["C9"])
+    assert res.verdict == REPRODUCED
+    e = res.effect
+    assert e is not None and e["method"] == "paired" and e["n"] == 200
+    assert e["diff"] == pytest.approx(36 / 200)
+    assert e["p"] == pytest.approx(binomtest(40, 44, 0.5).pvalue)
+    assert (e["low"], e["high"]) == pytest.approx(
+        stats.paired_bootstrap([(np.array(a), np.array(b))], seed=stats.BOOTSTRAP_SEED)
+    )
+    assert e["low"] > 0
+    assert _paired_mm(b, a).verdict("C9") == REFUTED  # the other way round
+    unsure_a, unsure_b = _outcomes(80, 6, 5, 109)  # 6 vs 5 discordant: no decision
+    (res,) = check_claims(_paired_mm(unsure_a, unsure_b).rs, ["C9"])
+    assert res.verdict == INCONCLUSIVE and res.effect is not None
+    assert res.effect["low"] < 0 < res.effect["high"] and res.effect["p"] == pytest.approx(1.0)
+
+
+def test_pairing_decides_where_two_independent_accuracies_would_not() -> None:
+    a, b = _outcomes(88, 12, 0, 100)  # 50 % vs 44 %: every disagreement favours Min-Max
+    assert _paired_mm(a, b).verdict("C9") == REPRODUCED  # McNemar p = 2 / 2^12
+    unpaired = _mm(0.50, 0.005)  # the same accuracies without per-example rows
+    unpaired.rs.evaluations[:] = [
+        e if e.attack != "PGD" else EvalRow(e.id, e.run_id, "ev", "PGD", "linf", 0.3, 200, 0.98,
+                                            0.50 if e.run_id.startswith("Min") else 0.44, e.spec)
+        for e in unpaired.rs.evaluations
+    ]  # fmt: skip
+    (res,) = check_claims(unpaired.rs, ["C9"])
+    assert res.verdict == INCONCLUSIVE and res.effect is not None and res.effect["method"] == "unpaired"
+
+
+def test_minmax_claim_reads_eps_as_the_paper_did() -> None:
+    a, b = _outcomes(80, 40, 4, 76)
+    s = Study()
+    eps_n = 0.3 * 0.3081
+    std = s.run("Std", outcomes={("PGD", eps_n): b, ("PGD", 0.3): [False] * 200}, suite="minmax")
+    mm = s.run("Min-Max", outcomes={("PGD", eps_n): a, ("PGD", 0.3): [False] * 200}, suite="minmax")
+    s.analysis(std, "fuzziness", {"first": 0.44})
+    s.analysis(mm, "fuzziness", {"first": 0.005})
+    (res,) = check_claims(s.rs, ["C9"])
+    # decided at the normalized-space reading (≈ 0.092 px); pixel ε = 0.3 (both at 0 %) only shown
+    assert res.verdict == REPRODUCED
+    assert "0.092" in res.eps_reading and "0.3" in res.eps_reading and "normalized" in res.eps_reading
+    assert "pixel ε=0.3 (shown, not judged)" in res.detail
+    assert res.effect is not None and "0.0924" in res.effect["what"]
+
+
+def test_claims_table_shows_reading_effect_p_n_and_verdict() -> None:
+    a, b = _outcomes(80, 40, 4, 76)
+    text = format_claims(check_claims(_paired_mm(a, b).rs))
+    header = text.splitlines()[0]
+    for col in ("claim", "paper ε reading", "effect [95% CI]", "p", "n", "verdict"):
+        assert col in header
+    c9 = next(line for line in text.splitlines() if line.startswith("C9 "))
+    assert "+18.0 pp [" in c9 and "<0.001" in c9 and " 200 " in c9 and c9.endswith("reproduced")
+    assert "not enough data" not in text
+
+
+def test_untrained_models_keep_their_effect_but_stay_inconclusive() -> None:
+    a, b = _outcomes(5, 10, 2, 183)
+    s = _paired_mm(a, b)
+    for e in s.rs.evaluations:
+        if e.attack == "clean":
+            object.__setattr__(e, "robust_acc", 0.1)  # at chance: not trained enough
+    (res,) = check_claims(s.rs, ["C9"])
+    assert res.verdict == INCONCLUSIVE and "not trained enough" in res.detail
+    assert res.effect is not None and res.effect["untrained"] and res.effect["n"] == 200
+    assert "(untrained)" in format_claims([res])

@@ -51,6 +51,9 @@ def _demo_end_to_end_then_resume(
     for stage in ("== evaluate ==", "== analyse ==", "== report =="):
         assert stage in log
     assert "Claims check" in log and "C11" in log
+    # per-example rows exist: claims with a comparison show its effect, p and n, never "no data"
+    assert "not enough data" not in log
+    assert re.search(r"^C9 .* [+-]\d+\.\d pp \[[+-]\d+\.\d, [+-]\d+\.\d\].* \d+ +inconclusive$", log, re.M)
     assert f"Report: {out / 'report.html'}" in log
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "RU Table 1 layout" in html and "data:image/png;base64," in html

@@ -1,5 +1,5 @@
 """``entrobust claims [--workspace DIR] [--experiment NAME]``: the papers' claims C1–C11 checked on
-stored results (reproduced / not reproduced / not enough data, with the numbers)."""
+stored results (reproduced / refuted / inconclusive, with the effect, its 95 % interval, p and n)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from entrobust.cli.run import add_workers_arg, workers_from
 from entrobust.cli.workspace import DEMO_WORKSPACE
 
 
@@ -42,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="comma-separated subset of the demo's defenses, e.g. PAT,TRADES (their black-box surrogates "
         "are added; default: all twelve)",
     )
+    add_workers_arg(p)
     p.set_defaults(func=run)
 
 
@@ -57,5 +59,6 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress,
         defenses=defenses,
         wait=args.wait,
+        workers=workers_from(args),
     )
     return 0

@@ -4,7 +4,9 @@ Trains what is missing, evaluates, analyses and writes the report (see
 :mod:`entrobust.experiments.runner`). Rerunning after an interruption — even ``kill -9`` —
 continues where it stopped; finished work is never repeated. One process at a time per workspace:
 a second one stops at once naming the first (pid, host, start), or with ``--wait`` waits for it
-(:mod:`entrobust.experiments.lock`).
+(:mod:`entrobust.experiments.lock`). ``--workers N`` runs independent trainings, evaluations and
+analyses in N worker processes (default: every core; the stored results are the same for every N
+when the study fixes ``threads``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 
 from entrobust.cli.workspace import DEFAULT_WORKSPACE, add_workspace_arg
 
-__all__ = ["DEFAULT_WORKSPACE", "add_parser", "run"]
+__all__ = ["DEFAULT_WORKSPACE", "add_parser", "add_workers_arg", "run", "workers_from"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +42,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="if another process is running in the workspace, wait for it to finish (default: stop)",
     )
+    add_workers_arg(p)
     p.set_defaults(func=run)
+
+
+def add_workers_arg(p: argparse.ArgumentParser) -> None:
+    """``--workers N``: worker processes of the runner (default: every core, or $ENTROBUST_WORKERS)."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes running independent trainings, evaluations and analyses at once "
+        "(default: $ENTROBUST_WORKERS, else the number of cores; 1: everything in this process)",
+    )
+
+
+def workers_from(args: argparse.Namespace) -> int | None:
+    """The ``--workers`` value, else ``$ENTROBUST_WORKERS``, else None (every core)."""
+    import os
+
+    if args.workers is not None:
+        return int(args.workers)
+    env = os.environ.get("ENTROBUST_WORKERS", "").strip()
+    if not env:
+        return None
+    if not env.isdigit():
+        from entrobust.errors import ConfigError
+
+        raise ConfigError(f"ENTROBUST_WORKERS must be a whole number of processes, got {env!r}")
+    return int(env)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             report_dir=args.report_dir,
             stages=stages,
             wait=args.wait,
+            workers=workers_from(args),
         )
     finally:
         distributed.shutdown()

@@ -15,6 +15,10 @@ Stages, in order, each over every planned run (:func:`~entrobust.experiments.spe
    scope once per experiment).
 4. **report** — Markdown + self-contained HTML with the paper tables, plots, audits and claims.
 
+With ``workers`` > 1 (``entrobust run --workers N``) the units of stages 1–3 — each training,
+each (evaluation, run) pair, each analysis — run in spawned worker processes as soon as the units
+they need are done; see :func:`run_experiment`.
+
 Workspace layout: ``results.sqlite``, ``runs/<run id>/`` (checkpoints, trainer state, evaluation
 state), ``reports/<experiment>/`` (report.md, report.html), ``entrobust.lock`` (held while a
 runner works there: one runner per workspace, see :mod:`entrobust.experiments.lock`). Kill it at
@@ -24,6 +28,7 @@ interrupted.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -40,9 +45,11 @@ from entrobust.experiments.store import Store, config_hash
 __all__ = [
     "ExperimentResult",
     "Progress",
+    "available_cores",
     "evaluation_rows",
     "run_experiment",
     "store_path",
+    "unit_threads",
 ]
 
 STUDY_LABEL = "study"
@@ -293,6 +300,17 @@ class _RankZeroWrites:
         return write
 
 
+@dataclass(frozen=True)
+class _Unit:
+    """One independent piece of work of the runner: ``kind`` ∈ train / evaluate / analyse /
+    analyse-study, its arguments (plan and spec indices), and the keys of the units it waits for."""
+
+    key: str
+    kind: str
+    args: tuple[Any, ...]
+    deps: tuple[str, ...]
+
+
 class _Runner:
     def __init__(self, exp: Experiment, workspace: Path, log: Progress, progress: bool) -> None:
         self.exp = exp
@@ -383,17 +401,20 @@ class _Runner:
 
     # ----------------------------------------------------------------- stage 1: train
     def train_all(self) -> None:
-        total = len(self.plan)
-        for k, pr in enumerate(self.plan):
-            rid = self.ids[k]
-            run = self.store.run(rid)
-            ck = self.run_dir(rid) / "last.safetensors"
-            if run.status == "done" and ck.exists():
-                self.log.count("train", "skipped")
-                self.log(f"train {k + 1}/{total} {_describe(pr)}: done before, skipped")
-                continue
-            self.train_one(k, f"{k + 1}/{total}")
-            self.log.count("train", "ran")
+        for k in range(len(self.plan)):
+            self.train_unit(k)
+
+    def train_unit(self, k: int) -> None:
+        """Train run ``k`` unless it is done with its checkpoint present."""
+        pr, rid, pos = self.plan[k], self.ids[k], f"{k + 1}/{len(self.plan)}"
+        run = self.store.run(rid)
+        ck = self.run_dir(rid) / "last.safetensors"
+        if run.status == "done" and ck.exists():
+            self.log.count("train", "skipped")
+            self.log(f"train {pos} {_describe(pr)}: done before, skipped")
+            return
+        self.train_one(k, pos)
+        self.log.count("train", "ran")
 
     def train_one(self, k: int, pos: str) -> None:
         from entrobust.training import train
@@ -523,54 +544,156 @@ class _Runner:
         return rid
 
     def analyse_all(self) -> None:
-        from entrobust.experiments.analyses import ANALYSES, AnalysisContext
-
         for a in self.exp.analyses:
-            kind = ANALYSES.get(a.kind)
-            params = kind.validate(a.params)
-            spec_hash = config_hash({"kind": a.kind, "params": params})
-            stage = f"analysis:{a.kind}"
-            if kind.scope == "study":
-                rid = self.study_run()
-                if self.store.stage_done(rid, stage, spec_hash):
-                    self.log.count(stage, "skipped")
-                    self.log(f"analysis {a.kind} (study): done before, skipped")
-                    continue
-                self.log(f"analysis {a.kind} (study)")
-                t0 = time.perf_counter()
-                res = kind.fn(AnalysisContext(seed=0, log=lambda m: self.log("  " + m)), params)
-                self._store_analysis(rid, a.kind, res, stage, spec_hash)
-                self.log(f"  done in {time.perf_counter() - t0:.1f}s")
+            if self.analysis_scope(a) == "study":
+                self.analyse_study(a)
                 continue
-            targets = [k for k, pr in enumerate(self.plan) if a.only is None or pr.label in a.only]
+            targets = self.analysis_targets(a)
             for pos, k in enumerate(targets):
-                pr, rid = self.plan[k], self.ids[k]
-                sur = self.normal_for(k) if a.kind == "audit" else None
-                h = config_hash({"spec": spec_hash, "surrogate": self.ids[sur] if sur is not None else None})
-                if self.store.stage_done(rid, stage, h):
-                    self.log.count(stage, "skipped")
-                    self.log(
-                        f"analysis {a.kind} {pos + 1}/{len(targets)} {_describe(pr)}: done before, skipped"
-                    )
+                self.analyse_run(a, k, f"{pos + 1}/{len(targets)}")
+
+    def analysis_scope(self, a: Any) -> str:
+        from entrobust.experiments.analyses import ANALYSES
+
+        return str(ANALYSES.get(a.kind).scope)
+
+    def analysis_targets(self, a: Any) -> list[int]:
+        return [k for k, pr in enumerate(self.plan) if a.only is None or pr.label in a.only]
+
+    def _analysis_hash(self, a: Any) -> tuple[Any, dict[str, Any], str]:
+        from entrobust.experiments.analyses import ANALYSES
+
+        kind = ANALYSES.get(a.kind)
+        params = kind.validate(a.params)
+        return kind, params, config_hash({"kind": a.kind, "params": params})
+
+    def analyse_study(self, a: Any) -> None:
+        """A study-scope analysis (e.g. the toy), stored on the experiment's pseudo-run."""
+        from entrobust.experiments.analyses import AnalysisContext
+
+        kind, params, spec_hash = self._analysis_hash(a)
+        stage = f"analysis:{a.kind}"
+        rid = self.study_run()
+        if self.store.stage_done(rid, stage, spec_hash):
+            self.log.count(stage, "skipped")
+            self.log(f"analysis {a.kind} (study): done before, skipped")
+            return
+        self.log(f"analysis {a.kind} (study)")
+        t0 = time.perf_counter()
+        res = kind.fn(AnalysisContext(seed=0, log=lambda m: self.log("  " + m)), params)
+        self._store_analysis(rid, a.kind, res, stage, spec_hash)
+        self.log(f"  done in {time.perf_counter() - t0:.1f}s")
+
+    def analyse_run(self, a: Any, k: int, pos: str) -> None:
+        """A run-scope analysis of run ``k`` (the audit also reads its normally trained surrogate)."""
+        from entrobust.experiments.analyses import AnalysisContext
+
+        kind, params, spec_hash = self._analysis_hash(a)
+        stage = f"analysis:{a.kind}"
+        pr, rid = self.plan[k], self.ids[k]
+        sur = self.normal_for(k) if a.kind == "audit" else None
+        h = config_hash({"spec": spec_hash, "surrogate": self.ids[sur] if sur is not None else None})
+        if self.store.stage_done(rid, stage, h):
+            self.log.count(stage, "skipped")
+            self.log(f"analysis {a.kind} {pos} {_describe(pr)}: done before, skipped")
+            return
+        self.log(f"analysis {a.kind} {pos} {_describe(pr)}")
+        t0 = time.perf_counter()
+        ctx = AnalysisContext(
+            dataset=pr.dataset,
+            model=self.model(k),
+            test=self.dataset(pr.dataset, "test", pr.config.data_root),
+            train=self.dataset(pr.dataset, "train", pr.config.data_root),
+            surrogate=self.model(sur) if sur is not None else None,
+            out_dir=self.run_dir(rid) if distributed.is_main() else self._scratch(),
+            seed=pr.seed,
+            log=lambda m: self.log("  " + m),
+        )
+        res = kind.fn(ctx, params)
+        if sur is not None:
+            res["surrogate_run"] = self.ids[sur]
+        self._store_analysis(rid, a.kind, res, stage, h)
+        status = f" → {str(res['status']).upper()}" if "status" in res else ""
+        self.log(f"  done in {time.perf_counter() - t0:.1f}s{status}")
+
+    # ----------------------------------------------------------------- units (parallel runner)
+    def units(self, stages: Sequence[str]) -> list[_Unit]:
+        """Every unit of work of ``stages`` in the in-process order, each with the units it waits
+        for: an evaluation waits for its run's training (and a transfer evaluation for its
+        surrogate's), a run analysis for its run's training (the audit also for its normal
+        surrogate's; analyses read models, not stored evaluations); a study analysis for everything
+        before it."""
+        out: list[_Unit] = []
+        train = {k: f"train:{k}" for k in range(len(self.plan))}
+        if "train" in stages:
+            out += [_Unit(train[k], "train", (k,), ()) for k in range(len(self.plan))]
+        have = {u.key for u in out}
+
+        def deps(*keys: str) -> tuple[str, ...]:
+            return tuple(dict.fromkeys(x for x in keys if x in have))
+
+        if "evaluate" in stages:
+            for i, ev in enumerate(self.exp.evaluations):
+                targets = [k for k, pr in enumerate(self.plan) if ev.only is None or pr.label in ev.only]
+                for pos, k in enumerate(targets):
+                    sur = self.surrogate_for(k, ev.surrogate) if ev.transfer else None
+                    key = f"eval:{ev.name}:{k}"
+                    need = deps(train[k], *([train[sur]] if sur is not None else []))
+                    out.append(_Unit(key, "evaluate", (i, k, f"{pos + 1}/{len(targets)}"), need))
+            have = {u.key for u in out}
+        if "analyse" in stages:
+            before = tuple(u.key for u in out)
+            for i, a in enumerate(self.exp.analyses):
+                if self.analysis_scope(a) == "study":
+                    out.append(_Unit(f"analysis:{a.kind}:study", "analyse-study", (i,), before))
                     continue
-                self.log(f"analysis {a.kind} {pos + 1}/{len(targets)} {_describe(pr)}")
-                t0 = time.perf_counter()
-                ctx = AnalysisContext(
-                    dataset=pr.dataset,
-                    model=self.model(k),
-                    test=self.dataset(pr.dataset, "test", pr.config.data_root),
-                    train=self.dataset(pr.dataset, "train", pr.config.data_root),
-                    surrogate=self.model(sur) if sur is not None else None,
-                    out_dir=self.run_dir(rid) if distributed.is_main() else self._scratch(),
-                    seed=pr.seed,
-                    log=lambda m: self.log("  " + m),
-                )
-                res = kind.fn(ctx, params)
-                if sur is not None:
-                    res["surrogate_run"] = self.ids[sur]
-                self._store_analysis(rid, a.kind, res, stage, h)
-                status = f" → {str(res['status']).upper()}" if "status" in res else ""
-                self.log(f"  done in {time.perf_counter() - t0:.1f}s{status}")
+                targets = self.analysis_targets(a)
+                for pos, k in enumerate(targets):
+                    sur = self.normal_for(k) if a.kind == "audit" else None
+                    need = deps(train[k], *([train[sur]] if sur is not None else []))
+                    out.append(
+                        _Unit(f"analysis:{a.kind}:{k}", "analyse", (i, k, f"{pos + 1}/{len(targets)}"), need)
+                    )
+        return out
+
+    def unit_is_done(self, unit: _Unit) -> bool:
+        """True when ``unit`` would only log "done before, skipped" (the parent then runs it itself
+        instead of starting a worker for it)."""
+        if unit.kind == "train":
+            k = unit.args[0]
+            return bool(
+                self.store.run(self.ids[k]).status == "done"
+                and (self.run_dir(self.ids[k]) / "last.safetensors").exists()
+            )
+        if unit.kind == "evaluate":
+            i, k, _ = unit.args
+            ev = self.exp.evaluations[i]
+            sur = self.surrogate_for(k, ev.surrogate) if ev.transfer else None
+            if ev.transfer and sur is None:
+                return True
+            h = config_hash({"evaluation": ev.key(), "surrogate": self.ids[sur] if sur is not None else None})
+            return bool(self.store.stage_done(self.ids[k], f"eval:{ev.name}", h))
+        a = self.exp.analyses[unit.args[0]]
+        _, _, spec_hash = self._analysis_hash(a)
+        if unit.kind == "analyse-study":
+            return bool(self.store.stage_done(self.study_run(), f"analysis:{a.kind}", spec_hash))
+        k = unit.args[1]
+        sur = self.normal_for(k) if a.kind == "audit" else None
+        h = config_hash({"spec": spec_hash, "surrogate": self.ids[sur] if sur is not None else None})
+        return bool(self.store.stage_done(self.ids[k], f"analysis:{a.kind}", h))
+
+    def run_unit(self, unit: _Unit) -> None:
+        """Do one unit (in this process)."""
+        if unit.kind == "train":
+            self.train_unit(unit.args[0])
+        elif unit.kind == "evaluate":
+            i, k, pos = unit.args
+            self.evaluate_one(self.exp.evaluations[i], k, pos)
+        elif unit.kind == "analyse":
+            i, k, pos = unit.args
+            self.analyse_run(self.exp.analyses[i], k, pos)
+        else:
+            self.analyse_study(self.exp.analyses[unit.args[0]])
 
     def _scratch(self) -> Path:
         """Where a rank other than 0 lets analyses write their (duplicate) files."""
@@ -584,6 +707,174 @@ class _Runner:
         self.log.count(stage, "ran")
 
 
+# ------------------------------------------------------------------------------------ parallel units
+
+
+def available_cores() -> int:
+    """The number of cores this process may run on (``os.sched_getaffinity``, else ``os.cpu_count``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def unit_threads(threads: int | None, workers: int, cores: int | None = None) -> int:
+    """Torch threads of each worker: the experiment's ``threads`` when it fixes them — the same
+    count for every number of workers, so every unit computes bit for bit what it computes
+    in-process — else the cores divided between the workers (results may then differ in the last
+    bits from a run with another number of workers)."""
+    if threads is not None:
+        return threads
+    return max(1, (cores if cores is not None else available_cores()) // max(1, workers))
+
+
+#: the worker process's runner (models and datasets stay cached between its units) and settings
+_WORKER: dict[str, Any] = {}
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel kill this worker when the runner dies (even by ``kill -9``), so no
+    orphan keeps writing into a workspace that a resumed runner has taken over."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the request above
+        os._exit(1)
+
+
+def _worker_init(threads: int, t0: float, live: bool, parent: int) -> None:
+    import torch
+
+    _die_with_parent(parent)
+    torch.set_num_threads(threads)
+    _WORKER.clear()
+    _WORKER.update(t0=t0, live=live)
+
+
+class _WorkerLog(Progress):
+    """A worker's progress lines, timed from the runner's start: printed at once when the runner
+    prints to stdout (the workers share it), else collected for the runner's log when the unit
+    ends."""
+
+    def __init__(self, t0: float, live: bool) -> None:
+        super().__init__("stdout" if live else None)
+        self.t0 = t0
+        self.lines: list[str] = []
+
+    def __call__(self, msg: str) -> None:
+        if self.stream is not None:
+            super().__call__(msg)
+        else:
+            self.lines.append(msg)
+
+
+def _worker_run(
+    exp: Experiment, workspace: Path, ids: dict[int, str], unit: _Unit, progress: bool
+) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """Run one unit in a worker process; return its counts and collected progress lines."""
+    r = _WORKER.get("runner")
+    if r is None or r.ws != workspace or r.exp.name != exp.name:
+        r = _Runner(exp, workspace, _WorkerLog(_WORKER["t0"], _WORKER["live"]), progress)
+        r.ids = dict(ids)
+        _WORKER["runner"] = r
+    log = r.log
+    assert isinstance(log, _WorkerLog)
+    log.counts, log.lines = {}, []
+    r.run_unit(unit)
+    return log.counts, log.lines
+
+
+_UNIT_STAGE = {"train": "train", "evaluate": "evaluate", "analyse": "analyse", "analyse-study": "analyse"}
+
+
+def _run_units(
+    r: _Runner, units: list[_Unit], workers: int, threads: int, progress: bool
+) -> dict[str, float]:
+    """Run ``units`` over ``workers`` spawned processes, each unit once its dependencies are done,
+    in the in-process order among those ready; units already done are skipped here without a
+    worker. A failed unit (its training run is marked ``failed``) stops the units that wait for it;
+    the others go on, and the first error is raised at the end. This process schedules and holds
+    the workspace lock; workers write their results through the store's retrying API, exactly as
+    the unit does in-process. Returns, per stage, the elapsed seconds when its last unit finished."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    log = r.log
+    waiting = list(units)
+    done: set[str] = set()
+    failed: set[str] = set()
+    errors: list[BaseException] = []
+    running: dict[Future[Any], _Unit] = {}
+    finished_at: dict[str, float] = {}
+    pool: ProcessPoolExecutor | None = None
+    t_start = time.perf_counter()
+    try:
+        while waiting or running:
+            still: list[_Unit] = []
+            for u in waiting:
+                blocked = [d for d in u.deps if d in failed]
+                if blocked:
+                    failed.add(u.key)
+                    log(f"{u.key}: not run, {blocked[0]} failed")
+                elif not all(d in done for d in u.deps) or len(running) >= workers:
+                    still.append(u)
+                elif r.unit_is_done(u):
+                    r.run_unit(u)  # logs "done before, skipped"
+                    done.add(u.key)
+                else:
+                    if pool is None:
+                        pool = ProcessPoolExecutor(
+                            max_workers=workers,
+                            mp_context=mp.get_context("spawn"),
+                            initializer=_worker_init,
+                            initargs=(threads, log.t0, log._stream == "stdout", os.getpid()),
+                        )
+                    running[pool.submit(_worker_run, r.exp, r.ws, r.ids, u, progress)] = u
+            if len(still) == len(waiting) and not running and still:
+                raise RuntimeError(f"unit dependencies cannot be met: {[u.key for u in still]}")
+            waiting = still
+            if not running:
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                u = running.pop(fut)
+                stage = _UNIT_STAGE[u.kind]
+                finished_at[stage] = time.perf_counter() - t_start
+                try:
+                    counts, lines = fut.result()
+                except Exception as exc:
+                    failed.add(u.key)
+                    errors.append(exc)
+                    log(f"{u.key} failed: {type(exc).__name__}: {exc}")
+                    if u.kind == "train":  # also when the worker died before it could say so
+                        try:
+                            r.store.set_status(r.ids[u.args[0]], "failed")
+                        except Exception:
+                            pass
+                    continue
+                for line in lines:
+                    log(line)
+                for st, c in counts.items():
+                    mine = log.counts.setdefault(st, {"ran": 0, "skipped": 0})
+                    for what, n in c.items():
+                        mine[what] = mine.get(what, 0) + n
+                done.add(u.key)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    if pool is not None:  # every result is in: the workers wind down on their own (torch's exit
+        pool.shutdown(wait=False)  # takes a second or two) while the runner goes on
+    if errors:
+        raise errors[0]
+    return finished_at
+
+
 def run_experiment(
     exp: Experiment,
     workspace: str | Path,
@@ -595,8 +886,18 @@ def run_experiment(
     stages: Sequence[str] = ("train", "evaluate", "analyse", "report"),
     on_stage: Callable[[str], Any] | None = None,
     wait: bool = False,
+    workers: int | None = 1,
 ) -> ExperimentResult:
     """Run (or resume) ``exp`` in ``workspace``; see the module docstring.
+
+    With ``workers`` > 1 the independent units — each training run, each (evaluation, run) pair,
+    each analysis — run in that many spawned worker processes, each unit as soon as the units it
+    needs are done (an evaluation after its run's training and, for a transfer evaluation, its
+    surrogate's; an audit after its normal surrogate's training; study analyses and the report
+    after everything). Each worker uses :func:`unit_threads` torch threads: the experiment's
+    ``threads`` when set, so stored results are identical for every number of workers; else the
+    cores divided between the workers. ``workers=1`` runs everything in this process, in order;
+    ``None`` uses every core (:func:`available_cores`). Under ``torchrun`` it is always 1.
 
     The workspace is locked for the whole run (:mod:`entrobust.experiments.lock`): while another
     process runs in it, this raises :class:`~entrobust.experiments.lock.WorkspaceBusyError` naming
@@ -609,14 +910,20 @@ def run_experiment(
         progress: also show tqdm bars for epochs and attacks.
         report: write the report at the end (``report_dir``, default ``<workspace>/reports/<name>``).
         stages: which stages to run (``train``, ``evaluate``, ``analyse``, ``report``).
-        on_stage: called with each stage name as it starts (tests use it to kill at stage edges).
+        on_stage: called with each stage name as it starts (tests use it to kill at stage edges);
+            with ``workers`` > 1 the train, evaluate and analyse units interleave, and it is called
+            for the three of them before the first unit starts.
         wait: wait for another process running in the workspace instead of failing.
+        workers: worker processes (see above); the lock stays with this process.
     """
     from contextlib import ExitStack
 
     from entrobust.experiments.lock import WorkspaceBusyError, workspace_lock
 
     log = log if log is not None else Progress()
+    n = available_cores() if workers is None else int(workers)
+    if n < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     with ExitStack() as held:
         busy = None
         if distributed.is_main():  # one lock per job: rank 0 holds it for every rank
@@ -627,7 +934,9 @@ def run_experiment(
         busy = distributed.broadcast_object(busy)
         if busy is not None:
             raise WorkspaceBusyError(busy)
-        return _run_experiment(exp, workspace, log, progress, report, report_dir, stages, on_stage)
+        if distributed.world_size() > 1:
+            n = 1  # data-parallel under torchrun: the ranks share every unit
+        return _run_experiment(exp, workspace, log, progress, report, report_dir, stages, on_stage, n)
 
 
 def _run_experiment(
@@ -639,6 +948,7 @@ def _run_experiment(
     report_dir: str | Path | None,
     stages: Sequence[str],
     on_stage: Callable[[str], Any] | None,
+    workers: int = 1,
 ) -> ExperimentResult:
     """:func:`run_experiment` once the workspace lock is held."""
     ws = Path(workspace)
@@ -657,8 +967,17 @@ def _run_experiment(
     log(f"experiment {exp.name}: {len(r.plan)} training run(s), {len(exp.evaluations)} evaluation(s), "
         f"{len(exp.analyses)} analysis kind(s); workspace {ws}")  # fmt: skip
     r.register()
+    if workers > 1:
+        units = r.units(stages)
+        log(f"== {', '.join(st for st in ('train', 'evaluate', 'analyse') if st in stages)} "
+            f"({len(units)} units, {workers} worker processes × "
+            f"{unit_threads(exp.threads, workers)} thread(s)) ==")  # fmt: skip
+        for name in ("train", "evaluate", "analyse"):
+            if name in stages and on_stage is not None:
+                on_stage(name)
+        out.seconds.update(_run_units(r, units, workers, unit_threads(exp.threads, workers), progress))
     for name, fn in (("train", r.train_all), ("evaluate", r.evaluate_all), ("analyse", r.analyse_all)):
-        if name not in stages:
+        if name not in stages or workers > 1:
             continue
         if on_stage is not None:
             on_stage(name)

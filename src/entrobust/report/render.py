@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from entrobust.experiments.claims import ClaimResult, check_claims
+from entrobust.experiments.claims import VERDICTS, ClaimResult, check_claims, claim_effect_cells
 from entrobust.io import atomic_write_bytes, atomic_write_text
 from entrobust.report.plots import Figure, build_figures
 from entrobust.report.results import ResultSet
@@ -202,8 +202,12 @@ def to_markdown(rep: Report, figure_files: Sequence[str] = ()) -> str:
         "",
     ]
     if rep.claims:
-        parts += ["## Claims check", "", *_md_head(["id", "verdict", "claim", "numbers", "source"])]
-        parts += [_md_row([c.id, f"**{c.verdict}**", c.claim, c.detail, c.source]) for c in rep.claims]
+        parts += ["## Claims check", "", *_md_head(list(CLAIM_COLUMNS))]
+        parts += [
+            _md_row([c.id, f"**{c.verdict}**", c.claim, c.eps_reading or "-", *claim_effect_cells(c),
+                     c.detail, c.source])
+            for c in rep.claims
+        ]  # fmt: skip
         parts.append("")
     for t in rep.tables:
         parts += [f"## {t.title}", "", f"*Source: {t.source}*", "", _md_table(t), ""]
@@ -253,8 +257,8 @@ span.plain{display:block;font-weight:400;font-size:11px;color:#5b6577}
 td[data-sources]:hover{background:#fff7d6;cursor:help}
 .notes{font-size:12.5px;color:#5b6577;margin:4px 0 0;padding-left:18px}
 .badge{display:inline-block;padding:2px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
-.reproduced,.pass{background:#1f8a4c} .not-reproduced,.fail{background:#c0392b}
-.not-enough-data{background:#8a93a3} .warn{background:#d68910}
+.reproduced,.pass{background:#1f8a4c} .refuted,.fail{background:#c0392b}
+.inconclusive{background:#8a93a3} .warn{background:#d68910}
 table.claims td{white-space:normal;text-align:left;vertical-align:top}
 table.claims td.num{font-size:12px;color:#333;max-width:560px}
 figure{margin:14px 0;text-align:center} figure img{max-width:100%;border:1px solid #e1e4ea;border-radius:4px}
@@ -360,19 +364,26 @@ def _summary(rep: Report) -> str:
     ]
     html_stats = [_tag("div", f"<b>{n}</b>{_e(what)}", cls="stat") for n, what in stats]
     if rep.claims:
-        n = [
-            sum(1 for c in rep.claims if c.verdict == v)
-            for v in ("reproduced", "not reproduced", "not enough data")
-        ]
-        html_stats.append(
-            _tag("div", f"<b>{n[0]} / {n[1]} / {n[2]}</b>claims reproduced / not / no data", cls="stat")
-        )
+        n = [sum(1 for c in rep.claims if c.verdict == v) for v in VERDICTS]
+        counts = f"<b>{n[0]} / {n[1]} / {n[2]}</b>claims reproduced / refuted / inconclusive"
+        html_stats.append(_tag("div", counts, cls="stat"))
     return _tag("section", _tag("div", "".join(html_stats), cls="summary"))
 
 
+#: columns of the claims table (HTML and Markdown)
+CLAIM_COLUMNS = (
+    "id", "verdict", "claim", "paper's ε reading", "effect [95% CI]", "p", "n", "numbers", "source",
+)  # fmt: skip
+
+
+def _effect_what(c: ClaimResult) -> str:
+    return f"{c.effect['what']} ({c.effect['method']})" if c.effect else ""
+
+
 def _claims_html(rep: Report) -> str:
-    rows = [_row([_th(h) for h in ("id", "verdict", "claim", "numbers", "source")])]
+    rows = [_row([_th(h) for h in CLAIM_COLUMNS])]
     for c in rep.claims:
+        eff, p, n = claim_effect_cells(c)
         numbers = _tag(
             "td",
             _e(c.detail),
@@ -381,12 +392,15 @@ def _claims_html(rep: Report) -> str:
             title="sources: " + ", ".join(c.sources),
         )
         rows.append(
-            _row([_tag("td", _e(c.id)), _tag("td", _badge(c.verdict)), _tag("td", _e(c.claim)), numbers,
-                  _tag("td", _e(c.source))])
+            _row([_tag("td", _e(c.id)), _tag("td", _badge(c.verdict)), _tag("td", _e(c.claim)),
+                  _tag("td", _e(c.eps_reading or "-")), _tag("td", _e(eff), title=_e(_effect_what(c))),
+                  _tag("td", _e(p)), _tag("td", _e(n)), numbers, _tag("td", _e(c.source))])
         )  # fmt: skip
     intro = (
-        "The papers' qualitative claims, evaluated on these results (the strongest stored attack per ε; "
-        "differences under two binomial standard errors are marked <i>within noise</i>)."
+        "The papers' qualitative claims, evaluated on these results (the strongest stored attack per ε). "
+        "Effects are differences in robust accuracy (percentage points) paired on the same test points, "
+        "with a paired-bootstrap 95 % interval and McNemar's exact p; intervals holding 0 are marked "
+        "<i>within noise</i>."
     )
     return _section("claims", "Claims check", intro, _tag("table", "".join(rows), cls="claims"))
 

@@ -191,6 +191,17 @@ class ResultSet:
     epochs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     study: list[str] = field(default_factory=list)  # run ids holding study-level analyses
     experiment: str | None = None
+    #: per-example outcomes of an evaluation row (``Store.examples``), read when first asked for
+    example_source: Callable[[int], list[dict[str, Any]]] | None = field(default=None, repr=False)
+    _example_cache: dict[int, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+
+    def examples(self, evaluation_id: int) -> list[dict[str, Any]]:
+        """Per-example outcomes (``idx``, ``success``, ...) of an evaluation row; [] if none stored."""
+        if self.example_source is None:
+            return []
+        if evaluation_id not in self._example_cache:
+            self._example_cache[evaluation_id] = list(self.example_source(evaluation_id))
+        return self._example_cache[evaluation_id]
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -224,7 +235,7 @@ class ResultSet:
                 chosen.append(hits[0])
         else:
             chosen = list(labels) if members else list(all_runs)
-        out = cls(experiment=experiment)
+        out = cls(experiment=experiment, example_source=store.examples)
         for rid in chosen:
             r = all_runs[rid]
             role = roles.get(rid, {})

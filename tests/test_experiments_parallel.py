@@ -1,0 +1,203 @@
+"""The runner with worker processes (``run_experiment(workers=N)``): a tiny study run in-process and
+with two workers stores identical results (same seeds, same data order, same thread count per
+unit); a transfer evaluation waits for its surrogate's training; a two-worker run killed with
+SIGKILL (its workers die with it) resumes to the same stored results; a failed unit stops the
+units that wait for it and is reported."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from entrobust.experiments.runner import Progress, _Runner, run_experiment
+from entrobust.experiments.spec import load_experiment
+from entrobust.experiments.store import Store
+from test_experiments_runner import _child_env, snapshot
+
+STUDY = """
+name = "parallel-test"
+scale = "tiny"
+seeds = [0]
+threads = 1
+device = "cpu"
+
+[overrides]
+epochs = 2
+max_train_examples = 64
+batch_size = 32
+"validation.robust_examples" = 8
+
+[[defense]]
+preset = "ru/normal"
+
+[[defense]]
+preset = "ru/pat"
+surrogate = "Normal"
+
+[[evaluation]]
+name = "white-box"
+suite = "FGSM_32:restarts=1:label=FGSM_32,PGD10-32:restarts=1:label=PGD10-32"
+mode = "independent"
+max_examples = 24
+batch_size = 12
+
+[[evaluation]]
+name = "black-box"
+suite = "PGD10-32:restarts=1:label=PGD10-32"
+mode = "independent"
+transfer = true
+max_examples = 24
+batch_size = 12
+
+[analysis.fuzziness]
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("parallel") / "study.toml"
+    path.write_text(STUDY, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def in_process(study: Path) -> Path:
+    ws = study.parent / "ws1"
+    run_experiment(load_experiment(study), ws, log=Progress(stream=None), report=False, workers=1)
+    return ws
+
+
+def test_units_wait_for_what_they_need(study: Path, tmp_path: Path) -> None:
+    r = _Runner(load_experiment(study), tmp_path, Progress(stream=None), False)
+    r.ids = {k: f"run{k}" for k in range(len(r.plan))}
+    units = {u.key: u for u in r.units(("train", "evaluate", "analyse"))}
+    normal, pat = (k for k, pr in enumerate(r.plan) if pr.label in ("Normal", "PAT"))
+    assert units[f"eval:white-box:{pat}"].deps == (f"train:{pat}",)
+    assert units[f"eval:black-box:{pat}"].deps == (f"train:{pat}", f"train:{normal}")
+    assert units[f"analysis:fuzziness:{pat}"].deps == (f"train:{pat}",)
+    assert units["train:0"].deps == ()
+
+
+@pytest.mark.multiprocess
+def test_two_workers_store_the_same_results_as_one(study: Path, in_process: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+
+    class Capture(Progress):
+        def __call__(self, msg: str) -> None:
+            lines.append(msg)
+
+    ws = tmp_path / "ws2"
+    res = run_experiment(load_experiment(study), ws, log=Capture(stream=None), report=False, workers=2)
+    assert snapshot(ws) == snapshot(in_process)
+    assert res.counts["train"] == {"ran": 2, "skipped": 0}
+    # the transfer evaluation of PAT ran once its surrogate Normal was trained (it loads Normal's
+    # final checkpoint; the unit graph is checked in test_units_wait_for_what_they_need)
+    store = Store(ws / "results.sqlite")
+    runs = {m["label"]: m["run_id"] for m in store.members("parallel-test")}
+    stage = store.stage(runs["PAT"], "eval:black-box")
+    assert stage is not None and stage["updated"] > store.run(runs["Normal"]).updated
+    # a second run skips everything without starting a worker
+    lines.clear()
+    again = run_experiment(load_experiment(study), ws, log=Capture(stream=None), report=False, workers=2)
+    assert again.counts["train"] == {"ran": 0, "skipped": 2}
+    assert all(m.endswith("skipped") for m in lines if re.match(r"(train|eval|analysis) ", m)), lines
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of ``pid`` (Linux /proc; [] where it cannot be read)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited; only its parent (init) has yet to reap it
+
+
+@pytest.mark.multiprocess
+def test_killed_two_worker_run_resumes_to_the_same_results(
+    study: Path, in_process: Path, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ws"
+    cmd = [sys.executable, "-m", "entrobust", "run", str(study), "-w", str(ws), "--no-report"]
+    proc = subprocess.Popen(
+        [*cmd, "--workers", "2"],
+        env=_child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen = []
+    workers: list[int] = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if re.search(r"epoch 1/2", line):  # mid-training, in a worker
+                workers = _children(proc.pid)
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
+    # the workers died with the runner: no orphan writes into the workspace the rerun takes over
+    if sys.platform.startswith("linux") and Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists():
+        assert len(workers) >= 2, workers
+    deadline = time.monotonic() + 30
+    while workers and time.monotonic() < deadline:
+        workers = [w for w in workers if _alive(w)]
+        time.sleep(0.1)
+    assert not workers, f"workers {workers} outlived their runner"
+    lines: list[str] = []
+
+    class Capture(Progress):
+        def __call__(self, msg: str) -> None:
+            lines.append(msg)
+
+    run_experiment(load_experiment(study), ws, log=Capture(stream=None), report=False, workers=2)
+    assert any("resuming" in m or "restarting" in m for m in lines), lines
+    assert snapshot(ws) == snapshot(in_process)
+
+
+@pytest.mark.multiprocess
+def test_a_failed_training_stops_its_dependents(study: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+
+    class Capture(Progress):
+        def __call__(self, msg: str) -> None:
+            lines.append(msg)
+
+    exp = load_experiment(study)
+    ws = tmp_path / "ws"
+    r = _Runner(exp, ws, Capture(stream=None), False)
+    r.register()
+    pat = next(k for k, pr in enumerate(r.plan) if pr.label == "PAT")
+    # a trainer state that cannot be read: PAT's training (resuming from it) fails in its worker
+    r.run_dir(r.ids[pat]).mkdir(parents=True)
+    (r.run_dir(r.ids[pat]) / "config.json").write_text("{}", encoding="utf-8")
+    (r.run_dir(r.ids[pat]) / "trainer_state.pt").write_bytes(b"not a trainer state")
+    with pytest.raises(Exception):  # noqa: B017 - whatever the training raised, re-raised here
+        run_experiment(exp, ws, log=Capture(stream=None), report=False, workers=2)
+    store = Store(ws / "results.sqlite")
+    assert store.run(r.ids[pat]).status == "failed"
+    assert store.run(r.ids[1 - pat]).status == "done"
+    assert any(re.search(rf"eval:black-box:{pat}: not run, train:{pat} failed", m) for m in lines), lines
+    assert any(re.search(rf"train:{pat} failed: ", m) for m in lines), lines
