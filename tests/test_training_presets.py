@@ -64,8 +64,9 @@ def test_paper_hyperparameters_spot_checks() -> None:
     atent = preset_config("atent/linf-atent", "mnist", "paper")
     assert atent.method.adversary.steps == 40 and atent.method.adversary.step_size == 0.01
     tuned = preset_config("kanai/trades-awp-ensgd-tuned", "cifar10", "paper")
-    assert tuned.optimizer.switch_to == "sgd" and tuned.optimizer.switch_epoch == 150
-    assert tuned.optimizer.warmup_epochs == 10 and tuned.awp is not None and tuned.awp.warmup == 10
+    # App. F.2's epochs 10 / 150 are trades_AWP's 1-based `epoch >= 10 / 150`: 0-based 9 / 149 (issue 14)
+    assert tuned.optimizer.switch_to == "sgd" and tuned.optimizer.switch_epoch == 149
+    assert tuned.optimizer.warmup_epochs == 9 and tuned.awp is not None and tuned.awp.warmup == 9
     assert tuned.optimizer.kwargs["L"] == 30 and tuned.optimizer.kwargs["alpha"] == 0.75
     svhn = preset_config("kanai/awp-ensgd", "svhn", "paper")
     assert svhn.optimizer.lr == 0.01 and svhn.awp is not None and svhn.awp.gamma == 0.005

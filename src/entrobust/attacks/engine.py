@@ -278,6 +278,9 @@ class ProjectedGradient(Attack):
         min_step: lower bound on α (RU Fig. 2 uses max(1/510, 2ε/k)).
         init: ``none`` (x), ``uniform`` (uniform in the ε-ball) or ``gaussian`` (x + σ·N(0, I)).
         sigma: standard deviation of the gaussian start.
+        clamp_start: clamp the random start to the [0, 1] box (default). ``False`` takes the first
+            gradient at the unclamped start, as the TRADES / MART scripts do
+            (:meth:`ThreatModel.random_start`); later iterates are always clamped.
         restarts: independent runs; later runs attack only examples not yet fooled, and the
             per-example worst case is kept (success first, then the higher objective).
         loss: ``ce``, ``cw`` (κ via ``loss_kwargs={"confidence": κ}`` or ``"cw(50)"``), ``dlr``,
@@ -330,8 +333,10 @@ class ProjectedGradient(Attack):
         seed: int | None = None,
         shared_noise: bool | None = None,
         eot_iter: int = 1,
+        clamp_start: bool = True,
     ) -> None:
         super().__init__(threat, model_mode=model_mode, seed=seed)
+        self.clamp_start = bool(clamp_start)
         if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
             raise ConfigError(f"eot_iter must be an integer >= 1, got {eot_iter!r}")
         self.eot_iter = eot_iter
@@ -400,9 +405,9 @@ class ProjectedGradient(Attack):
         return alpha.clamp_min(self.min_step) if self.min_step > 0 else alpha
 
     def start(self, threat: ThreatModel, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        """The start point x⁰ (always inside the threat model)."""
+        """The start point x⁰ (inside the ε-ball; inside the box unless ``clamp_start=False``)."""
         shared = self.shared_noise if self.shared_noise is not None else self.seed is not None
-        return threat.random_start(x, self.init, self.sigma, generator, shared=shared)
+        return threat.random_start(x, self.init, self.sigma, generator, shared=shared, clamp=self.clamp_start)
 
     def direction(
         self, grad: Tensor, threat: ThreatModel, velocity: Tensor | None

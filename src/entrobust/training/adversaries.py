@@ -12,6 +12,12 @@
 Every adversary runs the model in its own BatchNorm mode (``bn_mode``: ``eval`` as in TRADES /
 MART / MadryLab, ``train`` as in robust_overfitting / AWP / ATENT), with parameters frozen, and
 restores the model's mode afterwards; the returned examples are detached.
+
+``clamp_start`` (every adversary): ``True`` clamps the random start to the [0, 1] box before the
+first gradient; ``False`` takes the first gradient at the unclamped x + δ, as the reference
+scripts of TRADES (trades.py ``trades_loss``), MART (mart.py ``mart_loss``) and ATENT
+(StochAT adversarial/functional.py ``_langevin_samples`` after utils.py ``random_perturbation``)
+do. The paper presets of those methods use ``False`` (issue 14); see docs/methods.md.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ class GradientAdversary:
 
     A thin wrapper over :class:`~entrobust.attacks.engine.ProjectedGradient` with one run, the
     final iterate and torch's global RNG (so a training run is reproducible from its RNG state).
+    ``clamp_start=False`` takes the first gradient at the unclamped random start, as TRADES'
+    ``trades_loss`` and MART's ``mart_loss`` (both start at x + 0.001·N(0, I) and clamp only after
+    the first step); ``True`` (default) clamps the start to the box first.
     """
 
     def __init__(
@@ -78,6 +87,7 @@ class GradientAdversary:
         loss: str,
         loss_kwargs: Mapping[str, float] | None = None,
         bn_mode: str = "eval",
+        clamp_start: bool = True,
     ) -> None:
         if bn_mode not in BN_MODES:
             raise ConfigError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {bn_mode!r}")
@@ -91,6 +101,7 @@ class GradientAdversary:
             loss=loss,
             loss_kwargs=dict(loss_kwargs or {}),
             model_mode="train" if bn_mode == "train" else "eval",
+            clamp_start=clamp_start,
         )
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -131,7 +142,9 @@ class ATENTSampler:
     ball of radius r (its ℓ2 branch: for images, a uniform direction at distance r), ``gaussian``
     x + r·N(0, I) (ℓ∞) or x + r·N(0, I)/√d (ℓ2, so E‖δ‖² = r²) — the paper's "random normal
     perturbation with radius inversely proportional to γ" —, ``uniform`` in the ball, ``none``.
-    The start is clamped to the box (the reference clamps only after the first step).
+    The start is clamped to the box unless ``clamp_start=False`` (the reference,
+    ``random_perturbation`` then ``_langevin_samples``, takes the first gradient at the unclamped
+    start and clamps only after the first step).
 
     Args:
         norm: ``"l2"`` or ``"linf"``.
@@ -141,6 +154,7 @@ class ATENTSampler:
         noise: ε of the noise term ε·√(2η′)·N(0, I) (StochAT ``ep``; 1e-3 in ATENT B.1–B.3).
         gamma: see above.
         bn_mode: BatchNorm mode of the gradient forwards (``train`` in the reference).
+        clamp_start: clamp x′⁰ to the box (``False``: the reference's unclamped start).
     """
 
     def __init__(
@@ -160,6 +174,7 @@ class ATENTSampler:
         bn_mode: str = "train",
         lower: float = 0.0,
         upper: float = 1.0,
+        clamp_start: bool = True,
     ) -> None:
         if norm not in ("l2", "linf"):
             raise ConfigError(f"ATENT norm must be l2 or linf, got {norm!r}")
@@ -187,6 +202,7 @@ class ATENTSampler:
         self.init = init
         self.project = project
         self.bn_mode = bn_mode
+        self.clamp_start = bool(clamp_start)
         self.lower, self.upper = lower, upper
         self.objective = make_objective(loss, loss_kwargs=dict(loss_kwargs or {}))
         if loss == "kl":
@@ -220,12 +236,12 @@ class ATENTSampler:
         return ThreatModel(self.norm, self.radius, self.lower, self.upper)
 
     def start(self, x: Tensor) -> Tensor:
-        """x′⁰ = x + δ (see the class docstring), clamped to the box."""
+        """x′⁰ = x + δ (see the class docstring), clamped to the box unless ``clamp_start`` is off."""
         r = self.radius
         if self.init == "none":
             return x.clone()
         if self.init == "uniform":
-            return self.threat().random_start(x, "uniform")
+            return self.threat().random_start(x, "uniform", clamp=self.clamp_start)
         g = batch_noise("normal", x.shape, dtype=x.dtype, device=x.device)
         if self.init == "sign":
             delta = r * g.sign()
@@ -236,6 +252,8 @@ class ATENTSampler:
             delta = r * g
         else:
             delta = r * g / math.sqrt(x[0].numel())
+        if not self.clamp_start:
+            return x + delta
         return torch.clamp(x + delta, self.lower, self.upper)
 
     def step(self, x: Tensor, x_k: Tensor, grad: Tensor, last: bool) -> Tensor:
@@ -305,7 +323,8 @@ class ATENTSampler:
         return (
             f"ATENTSampler(norm={self.norm}, radius={self.radius:.4g}, steps={self.steps}, "
             f"step_size={self.step_size:.4g}, noise={self.noise:.4g}, pull={self.pull:.4g}, "
-            f"init={self.init}, project={self.project}, bn_mode={self.bn_mode})"
+            f"init={self.init}, project={self.project}, bn_mode={self.bn_mode}, "
+            f"clamp_start={self.clamp_start})"
         )
 
 
@@ -324,6 +343,7 @@ def _gradient(cfg: AdversaryConfig) -> GradientAdversary:
         loss=cfg.loss,
         loss_kwargs=cfg.loss_kwargs,
         bn_mode=cfg.bn_mode,
+        clamp_start=cfg.clamp_start,
     )
 
 
@@ -342,6 +362,7 @@ def _atent(cfg: AdversaryConfig) -> ATENTSampler:
         loss=cfg.loss,
         loss_kwargs=cfg.loss_kwargs,
         bn_mode=cfg.bn_mode,
+        clamp_start=cfg.clamp_start,
     )
 
 

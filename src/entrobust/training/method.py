@@ -150,6 +150,8 @@ class Method:
             assert x_adv is not None
             z_clean, p_clean = self._forward(model, self._noisy(x))
             z_adv, p_adv = self._forward(model, self._noisy(x_adv))
+            if self.config.bn_passes == "reference" and obj.kind == "trades":
+                self._extra_pass(model, x)  # trades_loss re-runs model(x_natural) for the KL target
             loss = self._objective(z_clean, z_adv, y=y)
             stats.update(clean_acc=self._acc(p_clean, y), adv_acc=self._acc(p_adv, y))
         elif x_adv is None:
@@ -170,6 +172,26 @@ class Method:
             stats["reg"] = float(reg.detach())
         stats["loss"] = float(loss.detach())
         return loss, stats
+
+    def _extra_pass(self, model: nn.Module, x: Tensor) -> None:
+        """A train-mode forward without gradient that only moves BatchNorm running statistics
+        (``bn_passes = "reference"``); skipped in eval mode, where nothing would move."""
+        if model.training:
+            with torch.no_grad(), self.autocast():
+                model(x)
+
+    def after_step(self, model: nn.Module, x: Tensor, step: int = 0) -> None:
+        """Called by the trainer after the optimizer step on batch ``(x, ·)``: with ``bn_passes =
+        "reference"`` and a single-input objective under an adversary (PGD-AT), the clean
+        logging forward of ``csdongxian/AWP`` AT_AWP/train_cifar10.py (after ``opt.step()``,
+        model in train mode), which moves the BatchNorm running statistics. Otherwise nothing."""
+        if (
+            self.config.bn_passes == "reference"
+            and self.spec.inputs in ("logits", "members")
+            and self.adversary is not None
+            and self.is_adversarial_step(step)
+        ):
+            self._extra_pass(model, x)
 
     def backward(
         self, model: nn.Module, x: Tensor, y: Tensor, step: int = 0
@@ -204,7 +226,8 @@ class Method:
         logits_kept: list[Tensor] = []
         total: Tensor = torch.zeros((), device=x.device)
         last: Tensor | None = None
-        for k, (x_k, logits) in enumerate(sampler.trajectory(model, x, y, train_forward=True)):
+        shared = self.config.bn_passes == "minimal"  # reference: separate gradient forwards (2L)
+        for k, (x_k, logits) in enumerate(sampler.trajectory(model, x, y, train_forward=shared)):
             if k < burn_in:
                 continue
             if logits is None:

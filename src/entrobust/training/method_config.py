@@ -26,6 +26,7 @@ __all__ = [
     "ATENT_L2_GAMMA",
     "ATENT_PROJECTS",
     "BN_MODES",
+    "BN_PASSES",
     "GAMMA_READINGS",
     "PGD_INITS",
     "SCHEMES",
@@ -42,6 +43,9 @@ PGD_INITS: tuple[str, ...] = ("none", "uniform", "gaussian")
 #: registered in :data:`entrobust.training.adversaries.ADVERSARIES`)
 ADVERSARY_KINDS: tuple[str, ...] = ("none", "pgd", "trades", "mart", "atent-l2", "atent-linf")
 BN_MODES: tuple[str, ...] = ("eval", "train")
+#: train-mode forwards that move BatchNorm running statistics: only those the loss needs, or also
+#: the extra ones the reference scripts make (see :class:`MethodConfig`)
+BN_PASSES: tuple[str, ...] = ("minimal", "reference")
 ATENT_INITS: tuple[str, ...] = ("sign", "sphere", "gaussian", "uniform", "none")
 ATENT_PROJECTS: tuple[str, ...] = ("last", "every", "none")
 GAMMA_READINGS: tuple[str, ...] = ("inverse-eps", "literal")
@@ -94,6 +98,11 @@ class AdversaryConfig:
     default 0.05; ℓ∞ radius 1/γ, see ``gamma_reading`` and :class:`ATENTSampler`), ``alpha``
     (EMA coefficient, 0.9), ``samples`` (0 = every one of the ``steps`` iterates is a sample;
     S > 0 = only the last S, the earlier ones are burn-in), ``project`` (last / every / none).
+
+    ``clamp_start`` (default ``True``): clamp the random start to the [0, 1] box before the first
+    gradient. ``False`` is the reference scripts' behaviour for TRADES (trades.py), MART (mart.py)
+    and ATENT (StochAT functional.py): the first gradient is taken at the unclamped x + δ; the
+    paper presets of those methods set it (issue 14, docs/methods.md).
     """
 
     kind: str = "none"
@@ -112,6 +121,7 @@ class AdversaryConfig:
     noise: float = 0.001
     alpha: float = 0.9
     project: str = "auto"
+    clamp_start: bool = True
 
     section: ClassVar[str] = "adversary"
 
@@ -267,6 +277,23 @@ class MethodConfig:
     ``memory_light`` (ATENT only): :meth:`Method.backward` back-propagates each SGLD sample's
     weighted loss as soon as it is computed, so memory does not grow with the number of samples
     (the reference keeps all L graphs for one backward at the end).
+
+    ``bn_passes``: which train-mode forwards move BatchNorm running statistics. ``minimal``
+    (default): only the forwards the loss needs. ``reference``: also the reference scripts' extra
+    ones, so a model's running statistics follow the reference run (gradients are unchanged):
+
+    * ``trades`` objective: a second clean forward after the adversarial one (clean, adversarial,
+      clean, as ``yaodongyu/TRADES`` trades.py ``trades_loss``, whose KL target re-runs
+      ``model(x_natural)``);
+    * ``atent`` objective: the sampler's gradient forwards run separately in ``bn_mode`` instead of
+      being shared with the training forwards — 2L forwards per batch, as the StochAT notebooks'
+      ``adversarial_training_entropy``, instead of L + 1;
+    * a single-input objective under an adversary (PGD-AT): a clean forward after the optimizer
+      step, the logging forward of ``csdongxian/AWP`` AT_AWP/train_cifar10.py (``output =
+      model(normalize(X))`` after ``opt.step()``), run by the trainer (:meth:`Method.after_step`)
+      once per optimizer step (Entropy-SGD: after the outer step, on its last minibatch).
+
+    MART makes no extra forward (``mart_loss``: one clean, one adversarial).
     """
 
     adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
@@ -274,6 +301,7 @@ class MethodConfig:
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     scheme: str = "mixed"
     memory_light: bool = False
+    bn_passes: str = "minimal"
 
     def __post_init__(self) -> None:
         for name, cls in (("adversary", AdversaryConfig), ("objective", ObjectiveConfig)):
@@ -287,7 +315,9 @@ class MethodConfig:
             )
         _set(self, "scheme", convert(str, self.scheme, "scheme"))
         _set(self, "memory_light", convert(bool, self.memory_light, "memory_light"))
+        _set(self, "bn_passes", convert(str, self.bn_passes, "bn_passes"))
         _choice(self.scheme, SCHEMES, "scheme")
+        _choice(self.bn_passes, BN_PASSES, "bn_passes")
         adv, obj = self.adversary, self.objective
         if adv.kind == "none":
             if obj.mix_alpha:

@@ -183,21 +183,36 @@ def adp(
     *,
     alpha: float = 2.0,
     beta: float = 0.5,
+    clip: float = 1e-7,
     reduction: str = "mean",
 ) -> Tensor:
     """ADP: Σ_k CE(p_k, y) − α·H(mean_k p_k) − β·log det(M̃ M̃ᵀ + 1e-6·I_K)  (Pang et al. 2019).
 
     ``member_logits`` ``[K, N, C]`` are the members' logits (:meth:`Ensemble.member_logits`).
-    The ensemble entropy uses the reference's log offset 1e-20 (``log(p̄ + 1e-20)``); the member
-    CE is the exact log-softmax one (Keras clips probabilities at 1e-7, a negligible change).
+    The ensemble entropy uses the reference's log offset 1e-20 (``log(p̄ + 1e-20)``).
+
+    Member CE as the reference: ``P2333/Adaptive-Diversity-Promoting`` utils.py
+    ``Loss_withEE_DPP`` sums ``keras.losses.categorical_crossentropy(y_t[i], y_p[i])`` over the
+    members, and Keras' (2.x, TensorFlow backend ``categorical_crossentropy``, from_logits False)
+    clips the probabilities to [ε, 1 − ε] with ε = ``K.epsilon()`` = 1e-7 before the log:
+    CE_k = −log clip(p_k,y, ``clip``, 1 − ``clip``). The clip bounds every member's CE at
+    −log 1e-7 ≈ 16.1 and zeroes its gradient outside the interval (0.5–20 % loss difference with
+    confident members, issue 14). ``clip = 0`` is the exact log-softmax CE.
     α = 2, β = 0.5, K = 3 in RU (the "recommended parameters").
     """
     if member_logits.dim() != 3:
         raise ConfigError(f"adp needs member logits of shape [K, N, C], got {tuple(member_logits.shape)}")
+    if not 0.0 <= clip < 0.5:
+        raise ConfigError(f"adp clip must be in [0, 0.5), got {clip}")
     k, n, _ = member_logits.shape
-    ce_sum = (
-        F.cross_entropy(member_logits.reshape(k * n, -1), y.repeat(k), reduction="none").view(k, n).sum(0)
-    )
+    if clip > 0:
+        probs = F.softmax(member_logits, dim=-1)
+        p_y = probs.gather(-1, y.view(1, n, 1).expand(k, n, 1)).squeeze(-1)  # [K, N]
+        ce_sum = -torch.log(p_y.clamp(clip, 1.0 - clip)).sum(0)
+    else:
+        ce_sum = (
+            F.cross_entropy(member_logits.reshape(k * n, -1), y.repeat(k), reduction="none").view(k, n).sum(0)
+        )
     p_mean = F.softmax(member_logits, dim=-1).mean(dim=0)
     ens_entropy = -(p_mean * torch.log(p_mean + ADP_LOG_OFFSET)).sum(dim=-1)
     return reduce(ce_sum - alpha * ens_entropy - beta * adp_log_det(member_logits, y), reduction)
@@ -333,7 +348,7 @@ OBJECTIVES.register(
     ObjectiveSpec(
         adp,
         "members",
-        {"alpha": (float, 2.0), "beta": (float, 0.5)},
+        {"alpha": (float, 2.0), "beta": (float, 0.5), "clip": (float, 1e-7)},
         source="P2333/Adaptive-Diversity-Promoting",
     ),
     help="ensemble CE − α·H(mean p) − β·log det (ADP)",

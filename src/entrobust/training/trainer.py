@@ -505,12 +505,14 @@ class Trainer:
 
         n_batches = len(self.loader)
         first_step = self.step
+        latest: list[tuple[Any, Tensor, int]] = []  # the latest closure's (method, batch, step)
 
         def closure() -> Tensor:
             x, y = next(stream)
             step = self.step
             self.step += 1
             use = self._method_at(epoch + (step - first_step + 1) / n_batches)
+            latest[:] = [(use, x, step)]
             with distributed.batch_shard(world, rank):  # noise of the global batch, this rank's rows
                 if awp_on:
                     assert awp is not None
@@ -534,6 +536,10 @@ class Trainer:
                 optimizer.step(closure)  # type: ignore[arg-type]  # closures may return tensors
                 if awp_on and awp is not None and awp.perturbed:
                     awp.restore(model)
+                if latest:  # bn_passes = "reference": the AWP script's clean logging forward
+                    use, x_last, step_last = latest[0]
+                    with distributed.batch_shard(world, rank):
+                        use.after_step(run_model, x_last, step_last)
                 if bar is not None:
                     loss_so_far = _mean({"loss": stats.get("loss", [])})["loss"]
                     bar.set_postfix(f"loss {loss_so_far:.4f}")

@@ -29,6 +29,16 @@ Other facts taken from the reference code (read, not copied):
 * the python port adds Nesterov momentum to the outer step; here outer momentum is an option
   (``outer_momentum``, ``outer_nesterov``), off by default like the Lua code.
 
+The PyTorch port (``ucla-vision/entropy-sgd`` python/optim.py ``EntropySGD.step``, commit
+61329f9) differs from the Lua code in four ways, each an option here, all four set by the
+``kanai/*-port`` presets: γ constant (``g1 = 0``: ``scoping=0``), Nesterov momentum 0.9 on the
+outer direction (``outer_momentum=0.9, outer_nesterov=True``), weight decay also on the outer
+direction, before its momentum (``outer_weight_decay=wd``), and weight decay added to the inner
+gradient *before* the inner momentum (``decay_before_momentum=True``; the Lua code adds it after).
+One difference is not reproduced: the port's outer momentum buffer starts as the gradient of its
+discarded first closure call, ours as the first outer direction (torch.optim.SGD's rule); it
+affects the first outer step only.
+
 The closure must compute the loss at the model's *current* parameters, call ``backward`` and
 return the loss. The optimizer clears ``.grad`` before every call.
 """
@@ -79,6 +89,10 @@ class EntropySGD(Optimizer):
         weight_decay: L2 coefficient added to the inner gradient (wd·w′, as the Lua code).
         outer: ``"plain"`` (w − η(w − μ), Lua code, default) or ``"scaled"`` (w − ηγ(w − μ), paper).
         outer_momentum, outer_nesterov: optional momentum on the outer direction (python port).
+        outer_weight_decay: wd·w added to the outer direction before its momentum (python port,
+            which uses its one ``weight_decay`` for both steps); 0 = none (Lua code).
+        decay_before_momentum: add wd·w′ to the inner gradient before the inner momentum
+            (python port) instead of after it (Lua code, default).
 
     Raises :class:`~entrobust.errors.ConfigError` for an invalid hyperparameter.
     """
@@ -104,6 +118,8 @@ class EntropySGD(Optimizer):
         outer: str = "plain",
         outer_momentum: float = 0.0,
         outer_nesterov: bool = False,
+        outer_weight_decay: float = 0.0,
+        decay_before_momentum: bool = False,
     ) -> None:
         if isinstance(L, bool) or not isinstance(L, int) or L < 1:
             raise ConfigError(f"L (inner SGLD steps) must be an integer >= 1, got {L!r}")
@@ -117,6 +133,9 @@ class EntropySGD(Optimizer):
         _check("dampening", dampening)
         _check("weight_decay", weight_decay)
         _check("outer_momentum", outer_momentum)
+        _check("outer_weight_decay", outer_weight_decay)
+        if not isinstance(decay_before_momentum, bool):
+            raise ConfigError(f"decay_before_momentum must be true or false, got {decay_before_momentum!r}")
         if outer not in ("plain", "scaled"):
             raise ConfigError(f"outer must be 'plain' or 'scaled', got {outer!r}")
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -138,6 +157,8 @@ class EntropySGD(Optimizer):
             outer=outer,
             outer_momentum=outer_momentum,
             outer_nesterov=outer_nesterov,
+            outer_weight_decay=outer_weight_decay,
+            decay_before_momentum=decay_before_momentum,
         )
         super().__init__(params, defaults)
         if len({g["L"] for g in self.param_groups}) != 1:
@@ -212,15 +233,18 @@ class EntropySGD(Optimizer):
             for group, gamma_t, items in work:
                 lr_in, wd, m = group["inner_lr"], group["weight_decay"], group["momentum"]
                 damp, nest, alpha = group["dampening"], group["nesterov"], group["alpha"]
+                decay_first = group.get("decay_before_momentum", False)
                 noise_std = group["noise"] * math.sqrt(2.0 * lr_in)
                 for p, anchor, mu, xi, buf in items:
                     if p.grad is None:
                         continue
                     d_p = p.grad.detach().clone()
+                    if wd != 0 and decay_first:
+                        d_p.add_(p, alpha=wd)
                     if buf is not None:
                         buf.mul_(m).add_(d_p, alpha=1.0 - damp)
                         d_p = d_p.add(buf, alpha=m) if nest else buf.clone()
-                    if wd != 0:
+                    if wd != 0 and not decay_first:
                         d_p.add_(p, alpha=wd)
                     if gamma_t != 0:
                         d_p.add_(p - anchor, alpha=gamma_t)  # −γ(w − w′)
@@ -233,9 +257,12 @@ class EntropySGD(Optimizer):
 
         for group, gamma_t, items in work:
             om, onest = group["outer_momentum"], group["outer_nesterov"]
+            owd = group.get("outer_weight_decay", 0.0)
             for p, anchor, mu, xi, _ in items:
                 p.copy_(anchor)
                 direction = self._outer_direction(group, anchor, mu, xi, gamma_t)
+                if owd:
+                    direction.add_(anchor, alpha=owd)
                 state = self.state[p]
                 if om > 0:
                     obuf = state.get("outer_buffer")
