@@ -272,14 +272,16 @@ def test_finetune_from_starts_at_the_checkpoint(tmp_path: Path) -> None:
 
 
 def test_awp_uses_the_eps_ramped_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    import entrobust.training.trainer as trainer_module
+
     seen: list[float] = []
-    original = Trainer._with_awp
+    original = trainer_module.perturb_weights
 
     def spy(method, model, awp, x, y, step):  # type: ignore[no-untyped-def]
         seen.append(method.config.adversary.eps)
         return original(method, model, awp, x, y, step)
 
-    monkeypatch.setattr(Trainer, "_with_awp", staticmethod(spy))
+    monkeypatch.setattr(trainer_module, "perturb_weights", spy)
     cfg = tiny(
         epochs=1,
         validation={"size": 0},

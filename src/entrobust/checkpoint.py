@@ -47,6 +47,7 @@ from safetensors.torch import save as _st_save
 from torch import Tensor, nn
 
 import entrobust
+from entrobust.distributed import unwrap
 from entrobust.errors import CheckpointError, ConfigError, EntrobustError
 from entrobust.io import atomic_write_text, publish, remove_temp_files, stage_bytes
 from entrobust.models.core import NormalizedModel, create_model
@@ -65,7 +66,6 @@ __all__ = [
     "pending_weights_path",
     "read_checkpoint_metadata",
     "save_checkpoint",
-    "unwrap_model",
 ]
 
 FORMAT = "entrobust-checkpoint"
@@ -131,21 +131,6 @@ def checkpoint_paths(path: PathLike) -> tuple[Path, Path]:
     return Path(f"{stem}.safetensors"), Path(f"{stem}.json")
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The model inside ``DataParallel`` / ``DistributedDataParallel`` / ``torch.compile`` wrappers.
-
-    Checkpoints always hold the plain model, so a run saved under DDP loads into a single
-    process and vice versa.
-    """
-    while True:
-        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
-        if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
-            inner = model.module
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
 def model_spec(model: nn.Module) -> dict[str, Any]:
     """What a checkpoint records about ``model``'s architecture.
 
@@ -154,7 +139,7 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     ``name`` is ``None`` and the class name identifies it; ``num_classes`` comes from a
     ``num_classes`` attribute when the module has one.
     """
-    model = unwrap_model(model)
+    model = unwrap(model)
     net = model.net if isinstance(model, NormalizedModel) else model
     if isinstance(model, NormalizedModel) and model.spec.get("name"):
         try:
@@ -260,7 +245,7 @@ def encode_checkpoint(
     weights bytes, JSON text)``. Arguments and errors are those of :func:`save_checkpoint`; use
     it to commit a checkpoint together with other files (the trainer does)."""
     weights_path, json_path = checkpoint_paths(path)
-    model = unwrap_model(model)
+    model = unwrap(model)
     user = dict(metadata or {})
     clash = sorted(_RESERVED & user.keys())
     if clash:
@@ -615,14 +600,14 @@ def load_checkpoint(
     rebuilt = model is None
     given = model
     if model is not None:
-        _check_same_architecture(spec, model_spec(unwrap_model(model)), json_path)
+        _check_same_architecture(spec, model_spec(unwrap(model)), json_path)
     source = _verified_weights(weights_path, meta)  # hash first: nothing is built from a bad file
     if model is None:
         _check_rebuild_fits(spec, source, json_path)
         model = _rebuild(spec, json_path).to(map_location)
         device: Device = map_location
     else:
-        model = unwrap_model(model)
+        model = unwrap(model)
         first = next(iter(model.state_dict().values()), None)
         device = first.device if first is not None else map_location
     tensors = _read_safetensors(source, device)
@@ -804,7 +789,7 @@ def load_foreign_weights(
             buffers in the file that contradict ``normalization``.
     """
     source = Path(path)
-    stats = _normalization_stats(normalization, unwrap_model(model), source) if model is not None else None
+    stats = _normalization_stats(normalization, unwrap(model), source) if model is not None else None
     if not source.is_file():
         raise CheckpointError(f"weights file not found: {source}")
     if source.suffix == ".safetensors":
@@ -831,7 +816,7 @@ def load_foreign_weights(
                 renamed[new] = v
         state = renamed
     if model is not None:
-        target = unwrap_model(model)
+        target = unwrap(model)
         if isinstance(target, NormalizedModel) and stats is not None:
             mean, std = stats
             if "normalize.mean" in state:

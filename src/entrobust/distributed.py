@@ -233,19 +233,21 @@ def shard_indices(n: int) -> range:
 
 
 def unwrap(model: nn.Module, *, compiled: bool = True) -> nn.Module:
-    """The module inside a ``DistributedDataParallel`` wrapper and (unless ``compiled=False``)
-    inside a ``torch.compile`` wrapper.
+    """The module inside ``DataParallel`` / ``DistributedDataParallel`` wrappers and (unless
+    ``compiled=False``) inside a ``torch.compile`` wrapper.
 
     Attacks run on ``unwrap(model, compiled=False)``: their input-gradient passes must not
-    trigger DDP's gradient all-reduce, but may use the compiled graph.
+    trigger DDP's gradient all-reduce, but may use the compiled graph. Checkpoints hold
+    ``unwrap(model)``, the plain model, so a run saved under DDP loads into a single process and
+    vice versa.
     """
     while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif compiled and hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
+        inner = getattr(model, "_orig_mod", None) if compiled else None  # torch.compile's wrapper
+        if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            inner = model.module
+        if not isinstance(inner, nn.Module):
             return model
+        model = inner
 
 
 # ------------------------------------------------------------------------------ global-batch noise

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,15 +43,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_deterministic(enabled: bool = True) -> None:
-    """Opt into deterministic algorithms (slower on GPU; CPU kernels are already deterministic)."""
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
-    torch.backends.cudnn.deterministic = enabled
-    torch.backends.cudnn.benchmark = not enabled
-
-
 def set_threads(n: int | None) -> int:
     """Set the number of CPU threads torch uses (``None`` keeps the current value); return it."""
     if n is not None:
@@ -62,22 +52,44 @@ def set_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
-def rng_state() -> dict[str, object]:
-    """Snapshot of every random generator, for exact resume."""
-    state: dict[str, object] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+def rng_state() -> dict[str, Any]:
+    """Snapshot of every random generator (Python, NumPy, torch, CUDA), for exact resume.
+
+    Plain containers and tensors only, so a snapshot saved with ``torch.save`` loads back with
+    ``torch.load(weights_only=True)`` (the trainer state does this).
+    """
+    version, mt, gauss = random.getstate()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))
+    state: dict[str, Any] = {
+        "python": [version, list(mt), gauss],
+        "numpy": {
+            "kind": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
     return state
 
 
-def set_rng_state(state: dict[str, object]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     """Restore a snapshot taken by :func:`rng_state`."""
-    random.setstate(state["python"])  # type: ignore[arg-type]
-    np.random.set_state(state["numpy"])  # type: ignore[arg-type]
-    torch.set_rng_state(state["torch"])  # type: ignore[arg-type]
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    npst = state["numpy"]
+    np.random.set_state(
+        (
+            npst["kind"],
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])  # type: ignore[arg-type]
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from entrobust.attacks.inputs import check_finite, check_labels, check_layout, checked_logits
-from entrobust.attacks.losses import fp32
 from entrobust.attacks.threat import ThreatModel
 from entrobust.errors import ConfigError
+from entrobust.losses import entropy, fp32, margin
 
 ModelMode = Literal["eval", "train"]
 
@@ -59,16 +59,12 @@ class AttackResult:
 def margin_of(logits: Tensor, y: Tensor) -> Tensor:
     """Decision margin z_y − max_{i≠y} z_i per example (correct for all-negative logits);
     float32 for bf16 / fp16 logits."""
-    logits = fp32(logits)
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
-    return true - other
+    return margin(fp32(logits), y)
 
 
 def entropy_of(logits: Tensor) -> Tensor:
     """Shannon entropy (nats) of softmax(logits) per example (float32 for bf16 / fp16 logits)."""
-    logp = F.log_softmax(fp32(logits), dim=1)
-    return -(logp.exp() * logp).sum(dim=1)
+    return entropy(fp32(logits))
 
 
 @contextmanager

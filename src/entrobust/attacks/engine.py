@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from entrobust.attacks.base import Attack, ModelMode, margin_of
+from entrobust.attacks.base import Attack, ModelMode
 from entrobust.attacks.losses import (
     LOSSES,
     LossFn,
@@ -34,7 +34,7 @@ from entrobust.attacks.losses import (
     kl_loss,
     resolve_loss,
 )
-from entrobust.attacks.threat import ThreatModel, _noise, _view
+from entrobust.attacks.threat import ThreatModel, batch_view, draw_noise
 from entrobust.errors import ConfigError, UnknownNameError
 
 INITS: tuple[str, ...] = ("none", "uniform", "gaussian")
@@ -258,8 +258,8 @@ def noise_like(x: Tensor, kind: str, generator: torch.Generator | None, shared: 
     same alone or inside a batch (AdverTorch ``test_attacks_running.py`` batch-consistency check).
     """
     if not shared:  # per-example noise follows the data-parallel global batch
-        return _noise(kind, tuple(x.shape), generator, x, shared=False)
-    return _noise(kind, (1, *x.shape[1:]), generator, x, shared=True).expand_as(x)
+        return draw_noise(kind, tuple(x.shape), generator, x, shared=False)
+    return draw_noise(kind, (1, *x.shape[1:]), generator, x, shared=True).expand_as(x)
 
 
 class ProjectedGradient(Attack):
@@ -416,7 +416,7 @@ class ProjectedGradient(Attack):
         if velocity is None:
             return threat.steepest_step(grad), None
         l1 = grad.flatten(1).abs().sum(dim=1)
-        velocity = self.momentum * velocity + grad / (_view(l1, grad) + _TINY)
+        velocity = self.momentum * velocity + grad / (batch_view(l1, grad) + _TINY)
         return threat.steepest_step(velocity), velocity
 
     # ------------------------------------------------------------------ search
@@ -454,7 +454,7 @@ class ProjectedGradient(Attack):
             )
             assert succ_r is not None and score_r is not None
             take = better(succ_r, score_r, best_succ[index], best_score[index])
-            best_x[index] = torch.where(_view(take, x_r), x_r, best_x[index])
+            best_x[index] = torch.where(batch_view(take, x_r), x_r, best_x[index])
             best_score[index] = torch.where(take, score_r, best_score[index])
             best_succ[index] = best_succ[index] | succ_r
             first[index] = torch.where(first[index] < 0, first_r, first[index])
@@ -506,13 +506,13 @@ class ProjectedGradient(Attack):
                     else:
                         assert best_succ is not None and best_score is not None
                         take = better(succ, score, best_succ, best_score)
-                        best_x = torch.where(_view(take, x_adv), x_adv, best_x)
+                        best_x = torch.where(batch_view(take, x_adv), x_adv, best_x)
                         best_succ, best_score = best_succ | succ, torch.where(take, score, best_score)
                 d, velocity = self.direction(grad, threat, velocity)
                 x_new = threat.project(x_adv + alpha * d, x)
                 if done is not None:
                     done |= succ
-                    x_new = torch.where(_view(done, x_new), x_adv, x_new)
+                    x_new = torch.where(batch_view(done, x_new), x_adv, x_new)
                 x_adv = x_new
         if not (final or keep_best):
             return x_adv, first, None, None
@@ -524,7 +524,7 @@ class ProjectedGradient(Attack):
             if keep_best and best_x is not None:
                 assert best_succ is not None and best_score is not None
                 take = better(succ, score, best_succ, best_score)
-                x_adv = torch.where(_view(take, x_adv), x_adv, best_x)
+                x_adv = torch.where(batch_view(take, x_adv), x_adv, best_x)
                 succ, score = best_succ | succ, torch.where(take, score, best_score)
         return x_adv, first, succ, score
 
@@ -534,11 +534,3 @@ class ProjectedGradient(Attack):
             f"{type(self).__name__}(name={self.name}, norm={self.threat.norm}, steps={self.steps}, {step}, "
             f"init={self.init}, restarts={self.restarts}, loss={self.loss!r})"
         )
-
-
-def worst_case_margin(logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
-    """Score for comparing attacks with different losses: lower margin = stronger, so return
-    −margin (untargeted) or the target's margin over the rest (targeted)."""
-    if target is None:
-        return -margin_of(logits, y)
-    return margin_of(logits, target)

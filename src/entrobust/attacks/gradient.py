@@ -37,8 +37,9 @@ from entrobust.attacks.engine import (
     noise_like,
     success_of,
 )
+from entrobust.attacks.langevin import Langevin
 from entrobust.attacks.registry import ATTACKS, AttackFactory, register_pattern
-from entrobust.attacks.threat import ThreatModel, _view, flat_norm
+from entrobust.attacks.threat import ThreatModel, batch_view
 from entrobust.errors import ConfigError
 
 ENGINE_OPTIONS: frozenset[str] = frozenset(inspect.signature(ProjectedGradient.__init__).parameters) - {
@@ -296,7 +297,7 @@ class AdaptiveLS(Attack):
             res = attack(model, x[index], y[index], return_info=True)
             score = -res.margin
             take = better(res.success, score, best_succ[index], best_score[index])
-            best_x[index] = torch.where(_view(take, x[index]), res.x_adv, best_x[index])
+            best_x[index] = torch.where(batch_view(take, x[index]), res.x_adv, best_x[index])
             best_score[index] = torch.where(take, score, best_score[index])
             newly = res.success & ~best_succ[index]
             offset = i * (attack.steps * attack.restarts)
@@ -327,6 +328,10 @@ class ATENT(Attack):
     * ℓ2 (Alg. 1 / eq. 8): start x + ε·g/‖g‖₂ (N(0, I) projected onto the ball); each step
       x′ ← x′ + α·∇L/‖∇L‖₂ + γ·(x − x′) + ε_n·√(2α)·N(0, I) — the pull-back γ replaces the
       projection, which the attack applies at the end.
+
+    The start and steps are :class:`~entrobust.attacks.langevin.Langevin`, the dynamics the
+    training sampler (:class:`~entrobust.training.adversaries.ATENTSampler`) uses too, here with
+    the attack's seeded noise source and a per-example step α.
 
     The reference returns the last sample; ``keep="best"`` (default, as asked of an attack)
     returns per example the visited (projected) sample that fools the model, else the one with
@@ -404,14 +409,20 @@ class ATENT(Attack):
             alpha = torch.full_like(eps, self.step_size)
         else:
             alpha = eps * float(self.rel_step or 0.1)
-        noise_std = self.noise * torch.sqrt(2 * alpha)
-        g0 = noise_like(x, "normal", gen, shared)
-        if threat.norm == "linf":
-            x_adv = x + eps * g0.sign()
-        else:
-            x_adv = x + eps * g0 / (_view(flat_norm(g0, "l2"), g0) + 1e-12)
-        x_adv = x_adv.clamp(threat.lower, threat.upper)
         feasible_iterates = threat.norm == "linf" and self.project == "every"
+        dynamics = Langevin(  # ℓ2: the pull-back replaces the projection, applied at the end
+            threat,
+            alpha,
+            noise=self.noise,
+            pull=self.gamma if threat.norm == "l2" else 0.0,
+            init="sign" if threat.norm == "linf" else "surface",
+            project=self.project if threat.norm == "linf" else "none",
+        )
+
+        def draw(like: Tensor) -> Tensor:
+            return noise_like(like, "normal", gen, shared)
+
+        x_adv = dynamics.start(x, draw)
         if feasible_iterates:
             x_adv = threat.project(x_adv, x)
         best_x = threat.project(x_adv, x)
@@ -425,7 +436,7 @@ class ATENT(Attack):
             succ = success_of(logits, y, None)
             first.masked_fill_(succ & first.lt(0), k)
             take = better(succ, score, best_succ, best_score)
-            best_x = torch.where(_view(take, candidate), candidate, best_x)
+            best_x = torch.where(batch_view(take, candidate), candidate, best_x)
             best_succ, best_score = best_succ | succ, torch.where(take, score, best_score)
 
         for k in range(self.steps):
@@ -441,15 +452,7 @@ class ATENT(Attack):
                     else:
                         projected = threat.project(x_adv, x)
                         consider(projected, model(projected), k)
-                step = threat.steepest_step(grad) * alpha
-                if threat.norm == "l2":
-                    step = step + self.gamma * (x - x_adv)
-                x_new = x_adv + step + noise_std * noise_like(x, "normal", gen, shared)
-                last = k == self.steps - 1
-                if threat.norm == "linf" and (self.project == "every" or last):
-                    x_adv = threat.project(x_new, x)
-                else:
-                    x_adv = x_new.clamp(threat.lower, threat.upper)
+                x_adv = dynamics.step(x, x_adv, grad, k == self.steps - 1, draw)
         with torch.no_grad():
             final = threat.project(x_adv, x)
             if self.keep == "last":

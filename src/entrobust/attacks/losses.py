@@ -4,7 +4,8 @@ Each function maps ``(logits (N, C), y (N,))`` to a per-example loss ``(N,)``; t
 take the target class as ``y`` and are maximized too (they already carry the right sign).
 ``LOSSES`` maps the names used in configs (``ce``, ``cw``, ``dlr``, ...) to factories.
 bf16 / fp16 logits (a forward under autocast) are upcast to float32 first (:func:`fp32`), so
-every loss is float32 whatever precision the model ran in.
+every loss is float32 whatever precision the model ran in. The shared probability maths (entropy,
+KL, margins) lives in :mod:`entrobust.losses`.
 """
 
 from __future__ import annotations
@@ -16,28 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from entrobust.errors import ConfigError
+from entrobust.losses import entropy_of_log_probs, fp32, kl_divergence, other_max
 from entrobust.registry import Registry
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-_LOW_PRECISION = (torch.bfloat16, torch.float16)
-
-
-def fp32(logits: Tensor) -> Tensor:
-    """``logits`` as float32 when they are bf16 / fp16 (e.g. from a forward under autocast);
-    any other dtype is returned as is (float32 and float64 unchanged, no copy).
-
-    Every attack loss, margin and success score reads its logits through this: bf16 keeps only
-    8 mantissa bits, too few for a loss whose gradient sign or comparison decides the attack step.
-    """
-    return logits.float() if logits.dtype in _LOW_PRECISION else logits
-
-
-def _other_max(logits: Tensor, y: Tensor) -> Tensor:
-    """max_{i≠y} z_i — masking with −inf, so it is right when every other logit is negative."""
-    logits = fp32(logits)
-    mask = F.one_hot(y, logits.shape[1]).bool()
-    return logits.masked_fill(mask, float("-inf")).amax(dim=1)
 
 
 def ce_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -53,7 +36,7 @@ def cw_loss(logits: Tensor, y: Tensor, confidence: float = 0.0) -> Tensor:
     """
     logits = fp32(logits)
     z_y = logits.gather(1, y[:, None]).squeeze(1)
-    gap = _other_max(logits, y) - z_y
+    gap = other_max(logits, y) - z_y
     return torch.clamp(gap, max=confidence) if confidence != float("inf") else gap
 
 
@@ -73,7 +56,7 @@ def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
     logits = fp32(logits)
     z_sorted = logits.sort(dim=1, descending=True).values
     z_y = logits.gather(1, y[:, None]).squeeze(1)
-    return -(z_y - _other_max(logits, y)) / (z_sorted[:, 0] - z_sorted[:, 2] + 1e-12)
+    return -(z_y - other_max(logits, y)) / (z_sorted[:, 0] - z_sorted[:, 2] + 1e-12)
 
 
 def dlr_targeted_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
@@ -101,15 +84,12 @@ def ls_ce_loss(logits: Tensor, y: Tensor, gamma: float) -> Tensor:
 def entm_loss(logits: Tensor, y: Tensor, lam: float = 2.0) -> Tensor:
     """L_entm = CE − λ·H(softmax(z))  (RU eq. 5), the inner objective of PAT-EntM."""
     logp = F.log_softmax(fp32(logits), dim=1)
-    entropy = -(logp.exp() * logp).sum(dim=1)
-    return F.nll_loss(logp, y, reduction="none") - lam * entropy
+    return F.nll_loss(logp, y, reduction="none") - lam * entropy_of_log_probs(logp)
 
 
 def kl_loss(logits: Tensor, clean_logits: Tensor) -> Tensor:
     """KL(softmax(clean) ‖ softmax(adv)) per example (TRADES inner loss; the attack sums it)."""
-    logits, clean_logits = fp32(logits), fp32(clean_logits)
-    p_clean = F.softmax(clean_logits, dim=1)
-    return (p_clean * (F.log_softmax(clean_logits, dim=1) - F.log_softmax(logits, dim=1))).sum(dim=1)
+    return kl_divergence(fp32(clean_logits), fp32(logits))
 
 
 LOSSES: Registry[Callable[..., LossFn]] = Registry("attack loss")

@@ -18,7 +18,7 @@ from entrobust.attacks.base import Attack, ModelMode, margin_of
 from entrobust.attacks.gradient import check_options, options_of
 from entrobust.attacks.losses import fp32
 from entrobust.attacks.registry import ATTACKS
-from entrobust.attacks.threat import ThreatModel, _view, flat_norm
+from entrobust.attacks.threat import ThreatModel, batch_view, flat_norm
 from entrobust.errors import ConfigError
 
 _BIG_C = 1e10
@@ -110,7 +110,7 @@ def minimal_l2(
             with torch.no_grad():
                 ok = fooled(logits) & d2.lt(best_d2)
                 best_d2 = torch.where(ok, d2, best_d2)
-                best_x = torch.where(_view(ok, x), x_new, best_x)
+                best_x = torch.where(batch_view(ok, x), x_new, best_x)
                 found |= fooled(logits)
             w.grad = grad
             opt.step()
@@ -251,7 +251,9 @@ def deepfool_minimal(
             else:
                 r = ((f_best + 1e-4) / (dual_best.pow(2) + 1e-12))[:, None] * w_best
             r_tot = r_tot + torch.where(active[:, None], r, torch.zeros_like(r)).view_as(x)
-            x_adv = torch.where(_view(active, x), (x + (1 + overshoot) * r_tot).clamp(lower, upper), x_adv)
+            x_adv = torch.where(
+                batch_view(active, x), (x + (1 + overshoot) * r_tot).clamp(lower, upper), x_adv
+            )
     with torch.no_grad():
         fooled = model(x_adv).argmax(1).ne(y)
         dist = flat_norm(x_adv - x, norm)

@@ -21,9 +21,13 @@ NORMS: tuple[str, ...] = ("linf", "l2")
 _TINY = 1e-12
 
 
-def _view(v: Tensor, x: Tensor) -> Tensor:
+def batch_view(v: Tensor, x: Tensor) -> Tensor:
     """Reshape a per-example vector ``(N,)`` to broadcast against ``x`` ``(N, ...)``."""
     return v.view(-1, *([1] * (x.dim() - 1)))
+
+
+#: the former private name, still imported by ``apgd`` / ``fab`` / ``square`` (to be switched)
+_view = batch_view
 
 
 def flat_norm(v: Tensor, norm: str) -> Tensor:
@@ -34,7 +38,7 @@ def flat_norm(v: Tensor, norm: str) -> Tensor:
     return flat.norm(p=2, dim=1)
 
 
-def _noise(
+def draw_noise(
     kind: str, shape: tuple[int, ...], generator: torch.Generator | None, x: Tensor, shared: bool
 ) -> Tensor:
     """CPU-drawn noise on ``x``'s device; per-example noise follows the data-parallel global
@@ -123,7 +127,7 @@ class ThreatModel:
                 raise ConfigError(f"per-example eps has {e.numel()} entries for a batch of {n}")
         else:
             e = torch.full((n,), float(self.eps), device=x.device, dtype=x.dtype)
-        return _view(e, x)
+        return batch_view(e, x)
 
     def with_eps(self, eps: float | Tensor, *, allow_large_eps: bool | None = None) -> ThreatModel:
         """The same threat model with another ε (``allow_large_eps`` overrides this one's, e.g. for
@@ -155,7 +159,7 @@ class ThreatModel:
         delta = x_adv - x
         if self.norm == "linf":
             return x + torch.maximum(torch.minimum(delta, eps), -eps)
-        norms = _view(flat_norm(delta, "l2"), x)
+        norms = batch_view(flat_norm(delta, "l2"), x)
         return x + delta * torch.clamp(eps / (norms + _TINY), max=1.0)
 
     def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
@@ -170,14 +174,14 @@ class ThreatModel:
         if self.norm == "linf":
             delta = torch.maximum(torch.minimum(delta, eps), -eps)
         else:
-            norms = _view(flat_norm(delta, "l2"), x)
+            norms = batch_view(flat_norm(delta, "l2"), x)
             factor = torch.clamp(eps / (norms + _TINY), max=1.0)
             delta = delta * factor
         out = torch.clamp(x + delta, self.lower, self.upper)
         if self.norm == "l2":
             # guard float rounding: shrink the few examples that landed a hair outside
             d = out - x
-            n = _view(flat_norm(d, "l2"), x)
+            n = batch_view(flat_norm(d, "l2"), x)
             out = torch.where(n > eps, x + d * (eps / (n + _TINY)) * (1 - 1e-6), out)
         return out
 
@@ -212,19 +216,19 @@ class ThreatModel:
         if kind == "uniform":
             eps = self.eps_for(x)
             if self.norm == "linf":
-                u = _noise("uniform", shape, generator, x, shared)
+                u = draw_noise("uniform", shape, generator, x, shared)
                 delta = (2 * u - 1) * eps
             else:
-                g = _noise("normal", shape, generator, x, shared)
-                g = g / (_view(flat_norm(g, "l2"), g) + _TINY)
+                g = draw_noise("normal", shape, generator, x, shared)
+                g = g / (batch_view(flat_norm(g, "l2"), g) + _TINY)
                 d = x[0].numel()
-                r = _noise("uniform", shape[:1], generator, x, shared)
-                delta = g * _view(r.pow(1.0 / d), g) * eps
+                r = draw_noise("uniform", shape[:1], generator, x, shared)
+                delta = g * batch_view(r.pow(1.0 / d), g) * eps
             return ball(x + delta, x)
         if kind == "gaussian":
             if sigma < 0:
                 raise ConfigError(f"gaussian start sigma must be >= 0, got {sigma}")
-            g = _noise("normal", shape, generator, x, shared)
+            g = draw_noise("normal", shape, generator, x, shared)
             return ball(x + sigma * g, x)
         raise ConfigError(f"unknown random start {kind!r}; valid: none, uniform, gaussian")
 
@@ -232,4 +236,4 @@ class ThreatModel:
         """Unit steepest-ascent direction for the norm: sign(g) for ℓ∞, g/‖g‖₂ for ℓ2."""
         if self.norm == "linf":
             return grad.sign()
-        return grad / (_view(flat_norm(grad, "l2"), grad) + _TINY)
+        return grad / (batch_view(flat_norm(grad, "l2"), grad) + _TINY)

@@ -1,4 +1,4 @@
-"""The ``entrobust`` command line: a thin layer over the library (STYLE rule 13).
+"""The ``entrobust`` command line: a thin layer over the library.
 
 Each subcommand lives in ``entrobust.cli.<name>`` with ``add_parser(sub)`` and ``run(args)``.
 User mistakes (:class:`~entrobust.errors.EntrobustError`) print one line and exit with 2;

@@ -28,7 +28,7 @@ from entrobust.data.datasets import (
 )
 from entrobust.data.downloader import SOURCES, RemoteFile, download, download_file
 from entrobust.data.fake import make_fake_dataset
-from entrobust.data.info import DATASET_INFO, DatasetInfo
+from entrobust.data.info import DATASET_INFO, DatasetInfo, default_threat
 from entrobust.data.loader import BatchLoader
 from entrobust.data.tensordata import TensorData
 
@@ -49,6 +49,7 @@ __all__ = [
     "carve_validation",
     "dataset_info",
     "default_root",
+    "default_threat",
     "download",
     "download_file",
     "load_dataset",

@@ -34,17 +34,14 @@ def parse_floats(text: str | None, what: str) -> list[float] | None:
 
 
 def default_threat(meta: dict[str, Any], dataset: str | None) -> tuple[str, float]:
-    """(norm, ε) for a checkpoint: its training adversary's when it had one, else the dataset's usual
-    ℓ∞ budget (MNIST-like 0.3, CIFAR/SVHN 8/255, digits 0.1, anything else 8/255)."""
+    """(norm, ε) for a checkpoint: its training adversary's when it had one, else the dataset's
+    (:func:`entrobust.data.default_threat`)."""
+    from entrobust.data.info import default_threat as dataset_threat
+
     adv = ((meta.get("recipe") or {}).get("method") or {}).get("adversary") or {}
     if adv.get("kind", "none") != "none" and isinstance(adv.get("eps"), int | float) and adv["eps"] > 0:
         return str(adv.get("norm", "linf")), float(adv["eps"])
-    name = (dataset or "").lower()
-    if name.startswith("digits"):
-        return "linf", 0.1
-    if name.startswith(("mnist", "fashion")):
-        return "linf", 0.3
-    return "linf", 8 / 255
+    return dataset_threat(dataset)
 
 
 def load_target(

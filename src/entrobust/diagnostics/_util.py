@@ -70,14 +70,3 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def num_classes_of(model: nn.Module, x: Tensor) -> int:
-    """Number of outputs of ``model`` on one example of ``x`` (eval mode, no gradients)."""
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return int(model(x[:1].to(model_device(model))).shape[1])
-    finally:
-        model.train(was)

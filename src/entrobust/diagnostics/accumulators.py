@@ -2,9 +2,8 @@
 
 Every accumulator keeps only *sums* (float64 totals and integer histogram counts) in
 ``self.state``, so the result is the same over one batch or many, in any order, and two
-accumulators — e.g. the shards of a distributed evaluation — combine with :meth:`merge` or
-:meth:`all_reduce`. The pattern follows PyTorch-Ignite's ``reset/update/compute`` metrics
-(``ignite/metrics/metric.py``).
+accumulators — e.g. the shards of a distributed evaluation — combine with :meth:`merge`. The
+pattern follows PyTorch-Ignite's ``reset/update/compute`` metrics (``ignite/metrics/metric.py``).
 """
 
 from __future__ import annotations
@@ -46,17 +45,6 @@ class Accumulator:
             if v.shape != self.state[k].shape:
                 raise ConfigError(f"cannot merge {type(self).__name__}: state {k!r} has another shape")
             self.state[k] = self.state[k] + v
-
-    def all_reduce(self) -> None:
-        """Sum the state across the ranks of an initialized ``torch.distributed`` group (no-op otherwise)."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        for k in sorted(self.state):
-            t = self.state[k].clone()
-            dist.all_reduce(t)
-            self.state[k] = t
 
 
 class MeanAccumulator(Accumulator):

@@ -269,7 +269,7 @@ class GeometryAccumulator(Accumulator):
         self.hists: dict[str, HistogramAccumulator] = {}
         super().__init__()
 
-    # The state is held by child accumulators; expose it as one flat dict for merge/all_reduce.
+    # The state is held by child accumulators; expose it as one flat dict for merge.
     def _children(self) -> dict[str, Accumulator]:
         out: dict[str, Accumulator] = {f"mean.{k}": v for k, v in self.means.items()}
         out["pearson"] = self.pearson
@@ -306,10 +306,6 @@ class GeometryAccumulator(Accumulator):
             mine[k].merge(acc)
         for k, vs in other.examples.items():
             self.examples.setdefault(k, []).extend(vs)
-
-    def all_reduce(self) -> None:
-        for acc in self._children().values():
-            acc.all_reduce()
 
     # ------------------------------------------------------------------ update
     def update(self, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor | None = None) -> None:

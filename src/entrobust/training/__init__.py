@@ -1,3 +1,4 @@
+# ruff: noqa: F401
 """Training (SPEC §4): methods = adversary × objective × regularizer, one trainer, optimizers, presets.
 
 >>> from entrobust.training import preset_config, train
@@ -5,7 +6,9 @@
 >>> result = train(cfg, "runs/pat")                                 # doctest: +SKIP
 
 Public names are imported lazily (``entrobust.training.X`` loads only the module that defines
-``X``), so ``import entrobust.training.optim`` stays light.
+``X``), so ``import entrobust.training.optim`` stays light. :data:`_EXPORTS` is the one list of
+them (``__all__`` is derived from it); the ``TYPE_CHECKING`` imports only give type checkers
+and IDEs the same names with their types.
 """
 
 from __future__ import annotations
@@ -49,35 +52,7 @@ _EXPORTS: dict[str, str] = {
     "resolve_config": "entrobust.training.presets",
 }
 
-__all__ = [
-    "AWP",
-    "OBJECTIVES",
-    "OPTIMIZERS",
-    "PRESETS",
-    "REGULARIZERS",
-    "AWPConfig",
-    "AdversaryConfig",
-    "Callback",
-    "EntropySGD",
-    "EntropySGD2",
-    "Method",
-    "MethodConfig",
-    "ObjectiveConfig",
-    "OptimizerConfig",
-    "Preset",
-    "RegularizerConfig",
-    "ScheduleConfig",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "ValidationConfig",
-    "apply_overrides",
-    "build_optimizer",
-    "load_config",
-    "preset_config",
-    "resolve_config",
-    "train",
-]
+__all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from entrobust.training.config import (

@@ -31,8 +31,9 @@ from torch import Tensor, nn
 
 from entrobust.attacks.base import frozen
 from entrobust.attacks.engine import ProjectedGradient, make_objective
-from entrobust.attacks.threat import ThreatModel, flat_norm
-from entrobust.distributed import batch_noise, unwrap
+from entrobust.attacks.langevin import Langevin
+from entrobust.attacks.threat import ThreatModel
+from entrobust.distributed import unwrap
 from entrobust.errors import ConfigError
 from entrobust.registry import Registry
 from entrobust.training.method_config import (
@@ -54,14 +55,21 @@ __all__ = [
     "ATENTSampler",
     "Adversary",
     "GradientAdversary",
+    "Replay",
     "build_adversary",
 ]
 
 
 class Adversary(Protocol):
-    """``adversary(model, x, y) -> x_adv`` (detached, inside the adversary's threat model)."""
+    """``adversary(model, x, y) -> x_adv`` (detached, inside the adversary's threat model).
+
+    ``replayable``: its examples of one batch can be crafted once and reused (AWP crafts them at
+    the unperturbed weights, :meth:`~entrobust.training.method.Method.replaying`); a sampler
+    whose loss needs the whole trajectory (ATENT) is not.
+    """
 
     bn_mode: str
+    replayable: bool
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor: ...
 
@@ -75,6 +83,8 @@ class GradientAdversary:
     ``trades_loss`` and MART's ``mart_loss`` (both start at x + 0.001·N(0, I) and clamp only after
     the first step); ``True`` (default) clamps the start to the box first.
     """
+
+    replayable = True
 
     def __init__(
         self,
@@ -125,6 +135,10 @@ class ATENTSampler:
       projected onto the ℓ∞ ball of radius 1/γ around x (``project="every"`` projects every step,
       the paper's MNIST variant; ``"none"`` never).
 
+    The start and the steps are :class:`~entrobust.attacks.langevin.Langevin` (shared with the
+    ``atent`` attack) on torch's global RNG; this class adds the reading of γ, the BatchNorm
+    mode of the gradient forwards and the sample trajectory of the training loss.
+
     Every iterate is clamped to the [0, 1] box. ∇ is the input gradient of the ascent loss
     (``loss``, CE by default) summed over the batch; scale does not matter after sign / per-example
     normalization. Each of the L iterates is one sample; the training loss is an EMA over their
@@ -156,6 +170,8 @@ class ATENTSampler:
         bn_mode: BatchNorm mode of the gradient forwards (``train`` in the reference).
         clamp_start: clamp x′⁰ to the box (``False``: the reference's unclamped start).
     """
+
+    replayable = False  # its training loss needs every sample, not one batch of examples
 
     def __init__(
         self,
@@ -227,6 +243,19 @@ class ATENTSampler:
 
     # ------------------------------------------------------------------ pieces
     @property
+    def dynamics(self) -> Langevin:
+        """The SGLD start and steps (:class:`~entrobust.attacks.langevin.Langevin`), torch's global RNG."""
+        return Langevin(
+            self.threat(),
+            self.step_size,
+            noise=self.noise,
+            pull=self.pull,
+            init=self.init,
+            project=self.project,
+            clamp_start=self.clamp_start,
+        )
+
+    @property
     def noise_std(self) -> float:
         """Standard deviation of the per-step noise, ε·√(2η′)."""
         return self.noise * math.sqrt(2.0 * self.step_size)
@@ -237,36 +266,11 @@ class ATENTSampler:
 
     def start(self, x: Tensor) -> Tensor:
         """x′⁰ = x + δ (see the class docstring), clamped to the box unless ``clamp_start`` is off."""
-        r = self.radius
-        if self.init == "none":
-            return x.clone()
-        if self.init == "uniform":
-            return self.threat().random_start(x, "uniform", clamp=self.clamp_start)
-        g = batch_noise("normal", x.shape, dtype=x.dtype, device=x.device)
-        if self.init == "sign":
-            delta = r * g.sign()
-        elif self.init == "sphere":
-            n = flat_norm(g, "l2").view(-1, *([1] * (x.dim() - 1)))
-            delta = g * torch.clamp(r / (n + 1e-12), max=1.0)
-        elif self.norm == "linf":  # gaussian
-            delta = r * g
-        else:
-            delta = r * g / math.sqrt(x[0].numel())
-        if not self.clamp_start:
-            return x + delta
-        return torch.clamp(x + delta, self.lower, self.upper)
+        return self.dynamics.start(x)
 
     def step(self, x: Tensor, x_k: Tensor, grad: Tensor, last: bool) -> Tensor:
         """One Langevin step from ``x_k`` with ascent gradient ``grad`` (Alg. 1 / 2, one line 7)."""
-        t = self.threat()
-        out = x_k + self.step_size * t.steepest_step(grad)
-        if self.pull:
-            out = out + self.pull * (x - x_k)
-        if self.noise:
-            out = out + self.noise_std * batch_noise("normal", x_k.shape, dtype=x_k.dtype, device=x_k.device)
-        if self.project == "every" or (self.project == "last" and last):
-            return t.project(out, x)
-        return torch.clamp(out, self.lower, self.upper)
+        return self.dynamics.step(x, x_k, grad, last)
 
     def _input_grad(self, model: nn.Module, x_k: Tensor, y: Tensor) -> Tensor:
         """∇ₓ Σ_i loss(f(x_k)_i, y_i) in ``bn_mode`` with parameters frozen."""
@@ -293,11 +297,12 @@ class ATENTSampler:
         x = x.detach()
         net = unwrap(model, compiled=False)  # input-gradient passes bypass DDP's all-reduce
         shared = train_forward and net.training == (self.bn_mode == "train")
-        x_k = self.start(x)
+        dynamics = self.dynamics
+        x_k = dynamics.start(x)
         grad = self._input_grad(net, x_k, y)
         for k in range(1, self.steps + 1):
             last = k == self.steps
-            x_k = self.step(x, x_k, grad, last).detach()
+            x_k = dynamics.step(x, x_k, grad, last).detach()
             if not shared:
                 if not last:
                     grad = self._input_grad(net, x_k, y)
@@ -326,6 +331,20 @@ class ATENTSampler:
             f"init={self.init}, project={self.project}, bn_mode={self.bn_mode}, "
             f"clamp_start={self.clamp_start})"
         )
+
+
+class Replay:
+    """An adversary that returns pre-computed adversarial examples (AWP reuses them)."""
+
+    replayable = True
+
+    def __init__(self, x_adv: Tensor | None, bn_mode: str = "eval") -> None:
+        self.x_adv = x_adv
+        self.bn_mode = bn_mode
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        assert self.x_adv is not None and self.x_adv.shape == x.shape
+        return self.x_adv
 
 
 # --------------------------------------------------------------------------- registry

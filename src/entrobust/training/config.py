@@ -219,7 +219,8 @@ class ValidationConfig:
     split; 0 disables validation (then "best" = "last"). Robust accuracy uses ``attack``
     (a registered attack name, default PGD) with ``steps`` steps in the threat model
     (``norm``, ``eps``); ``None`` means "the method's training threat model", or the
-    dataset's usual one (ℓ∞ 0.3 on digits, 8/255 on colour images) for methods without an
+    dataset's usual one (:func:`entrobust.data.default_threat`: ℓ∞ 0.3 on MNIST-like data, 0.1 on
+    the 8×8 ``digits``, 8/255 on colour images) for methods without an
     adversary. ``step_size`` ``None`` = 2.5·ε/steps (Madry et al.). ``patience`` validations
     without improvement stop training (``None`` = never). ``robust_examples`` caps the examples
     attacked (the clean accuracy uses all of them; 0 skips the attack). ``metric`` selects the

@@ -18,6 +18,8 @@ on its adversarial version (the "adversarial model" of the Min-Max paper, §3.3 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -27,7 +29,7 @@ from torch import Tensor, nn
 
 from entrobust.distributed import batch_noise, unwrap
 from entrobust.errors import ConfigError
-from entrobust.training.adversaries import ATENTSampler, build_adversary
+from entrobust.training.adversaries import ATENTSampler, Replay, build_adversary
 from entrobust.training.bind import bind_method
 from entrobust.training.method_config import (
     SCHEMES,
@@ -87,6 +89,31 @@ class Method:
             f"Method(adversary={c.adversary.kind}, objective={c.objective.kind}, "
             f"regularizer={c.regularizer.kind}, scheme={c.scheme})"
         )
+
+    # ------------------------------------------------------------------ variants
+    def scaled(self, factor: float) -> Method:
+        """This method with its adversary's radius scaled by ``factor`` (the trainer's ε ramp;
+        :meth:`AdversaryConfig.scaled`), sharing this method's ``autocast``."""
+        adversary = self.config.adversary.scaled(factor)
+        method = Method(dataclasses.replace(self.config, adversary=adversary))
+        method.autocast = self.autocast
+        return method
+
+    def replaying(self, model: nn.Module, x: Tensor, y: Tensor, step: int) -> Method:
+        """The method to train batch ``step`` with under AWP, crafting its examples **once**.
+
+        As in ``AT_AWP`` / ``TRADES_AWP``, the adversarial examples are crafted at the unperturbed
+        weights and reused for both the proxy's ascent and the training loss: the result is a
+        shallow copy whose adversary replays them (this method is not mutated). Adversaries that
+        are not ``replayable`` (ATENT's samplers) and clean steps return this method itself, so
+        its own loss is ascended and the examples are re-drawn.
+        """
+        adversary = self.adversary
+        if adversary is None or not self.is_adversarial_step(step) or not adversary.replayable:
+            return self
+        replay = copy.copy(self)
+        replay.adversary = Replay(self.adversarial_examples(model, x, y), adversary.bn_mode)
+        return replay
 
     # ------------------------------------------------------------------ pieces
     def is_adversarial_step(self, step: int) -> bool:

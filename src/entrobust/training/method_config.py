@@ -200,6 +200,17 @@ class AdversaryConfig:
         """Validate and build; unknown keys and wrong types raise :class:`ConfigError`."""
         return dataclass_from(cls, _table(d, cls.section), cls.section)  # type: ignore[no-any-return]
 
+    def scaled(self, factor: float) -> AdversaryConfig:
+        """This adversary with its radius scaled by ``factor`` (the trainer's ε ramp,
+        ``schedule.eps_warmup_epochs``): ε and the step size scale; ``atent-linf``'s γ, whose ball
+        radius is 1/γ, divides by ``factor``, so the radius shrinks with ε."""
+        changes: dict[str, Any] = {"eps": self.eps * factor}
+        if self.step_size is not None:
+            changes["step_size"] = self.step_size * factor
+        if self.kind == "atent-linf" and self.gamma is not None:
+            changes["gamma"] = self.gamma / factor
+        return dataclasses.replace(self, **changes)
+
 
 @dataclass(frozen=True)
 class ObjectiveConfig:

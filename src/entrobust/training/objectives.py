@@ -10,7 +10,8 @@ never touches the model. Four input shapes occur, recorded in :attr:`ObjectiveSp
 * ``"samples"`` — ``f(sample_logits [L, N, C], y)``: :func:`atent` (the SGLD samples of ATENT).
 
 Notation: p = softmax(z), H(p) = −Σ_c p_c log p_c (nats), u_C the uniform distribution on C
-classes, KL(p ‖ q) = Σ_c p_c log(p_c / q_c).
+classes, KL(p ‖ q) = Σ_c p_c log(p_c / q_c). H, KL and max_{i≠y} come from :mod:`entrobust.losses`,
+shared with the attack losses.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from entrobust.errors import ConfigError
+from entrobust.losses import entropy_of_log_probs, kl_divergence, other_max
 from entrobust.registry import Registry
 
 Reduction = Literal["mean", "sum", "none"]
@@ -49,23 +51,6 @@ def reduce(values: Tensor, reduction: str) -> Tensor:
     raise ConfigError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
 
 
-def entropy(logits: Tensor) -> Tensor:
-    """Shannon entropy H(softmax(z)) in nats per example, ``[N, C] -> (N,)`` (stable)."""
-    logp = F.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
-
-
-def kl_divergence(clean_logits: Tensor, adv_logits: Tensor) -> Tensor:
-    """KL(p_clean ‖ p_adv) summed over classes, per example ``(N,)``.
-
-    Gradients flow into *both* arguments: TRADES does not detach the clean prediction
-    (``yaodongyu/TRADES`` trades.py, ``KLDivLoss(log_softmax(adv), softmax(clean))``).
-    """
-    logp_clean = F.log_softmax(clean_logits, dim=-1)
-    logp_adv = F.log_softmax(adv_logits, dim=-1)
-    return (logp_clean.exp() * (logp_clean - logp_adv)).sum(dim=-1)
-
-
 # --------------------------------------------------------------------------- single-logit objectives
 def ce(logits: Tensor, y: Tensor, *, reduction: str = "mean") -> Tensor:
     """Cross-entropy CE(p, y) = −log p_y  (RU eq. 2 with α = 1; the Normal model)."""
@@ -79,8 +64,7 @@ def entm(logits: Tensor, y: Tensor, *, lam: float = 2.0, reduction: str = "mean"
     L_entm = CE + λ·KL(p ‖ u_C) − λ·log C (RU eq. 8).
     """
     logp = F.log_softmax(logits, dim=-1)
-    h = -(logp.exp() * logp).sum(dim=-1)
-    return reduce(F.nll_loss(logp, y, reduction="none") - lam * h, reduction)
+    return reduce(F.nll_loss(logp, y, reduction="none") - lam * entropy_of_log_probs(logp), reduction)
 
 
 def ls(logits: Tensor, y: Tensor, *, gamma: float = 0.74, reduction: str = "mean") -> Tensor:
@@ -145,7 +129,7 @@ def mart(
     """
     p_adv = F.softmax(adv_logits, dim=-1)
     p_clean = F.softmax(clean_logits, dim=-1)
-    other = p_adv.masked_fill(F.one_hot(y, p_adv.shape[-1]).bool(), float("-inf")).amax(dim=-1)
+    other = other_max(p_adv, y)
     bce = F.cross_entropy(adv_logits, y, reduction="none") - torch.log(MART_BCE_OFFSET - other + LOG_EPS)
     kl = (torch.xlogy(p_clean, p_clean) - p_clean * torch.log(p_adv + LOG_EPS)).sum(dim=-1)
     p_true = p_clean.gather(-1, y[:, None]).squeeze(-1)

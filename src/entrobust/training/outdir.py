@@ -15,7 +15,7 @@ anything else (another config, unrelated files)     refuse              refuse
 ``overwrite=True`` turns every refusal of a fresh start into "start": only then are existing run
 files (:data:`RUN_FILES`) replaced; other files in the folder are left alone. "This config" means
 the same :class:`~entrobust.training.TrainConfig` up to the keys a resume may change
-(:data:`~entrobust.training.trainer.RESUMABLE_CHANGES`: epochs, device, threads, ...).
+(:data:`~entrobust.training.checkpointing.RESUMABLE_CHANGES`: epochs, device, threads, ...).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _saved_config(out: Path) -> dict[str, Any] | None:
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    from entrobust.training.trainer import RESUMABLE_CHANGES
+    from entrobust.training.checkpointing import RESUMABLE_CHANGES
 
     return sorted(
         k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES

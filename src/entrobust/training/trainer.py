@@ -7,8 +7,14 @@ Entropy-SGD calls it ``L`` times, so its inner SGLD steps consume fresh batches 
 one pass over the data for every optimizer (Kanai et al. §4; the last outer step of an epoch
 wraps around to the epoch's first batches when the batch count is not a multiple of ``L``).
 
-After each epoch the trainer validates (clean + PGD robust accuracy on a held-out split carved
-from the training data — never the test set), logs, calls callbacks, and writes a checkpoint:
+The loop knows no adversary; the work around it is done by handlers
+(:mod:`entrobust.training.handlers`): per batch :class:`~entrobust.training.handlers.EpsRamp`
+and :func:`~entrobust.training.handlers.perturb_weights` (AWP); after each epoch the
+:class:`~entrobust.training.handlers.Validator` (clean + PGD robust accuracy on a held-out split
+carved from the training data — never the test set), the
+:class:`~entrobust.training.handlers.BestTracker` (best epoch, early stopping) and the
+:class:`~entrobust.training.checkpointing.Checkpointer`; then the log line and the callbacks.
+The run folder:
 
 ``<out>/trainer_state.pt``
     everything needed to resume: model, optimizer (incl. Entropy-SGD / AWP state), RNG states,
@@ -36,49 +42,37 @@ scheduler state is needed.
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from entrobust import distributed
-from entrobust.accel import autocast, autocast_factory
+from entrobust.accel import autocast_factory
 from entrobust.distributed import DistInfo
-from entrobust.errors import CheckpointError, ConfigError
-from entrobust.io import (
-    atomic_write_json,
-    atomic_write_text,
-    new_staged,
-    remove_temp_files,
-    sha256_file,
-    stage_bytes,
-)
+from entrobust.errors import ConfigError
 from entrobust.progress import Progress, is_terminal
-from entrobust.training.commit import COMMIT_FILE, StagedFile, commit_unit, recover
+from entrobust.runtime import rng_state, set_rng_state
+from entrobust.training.checkpointing import (
+    RESUMABLE_CHANGES,
+    STATE_FILE,
+    STATE_FORMAT,
+    STATE_VERSION,
+    Checkpointer,
+)
 from entrobust.training.config import TrainConfig
+from entrobust.training.handlers import BestTracker, EpsRamp, Validator, perturb_weights
+from entrobust.training.method import Method
 from entrobust.training.optim import AWP, closure_calls
 
-__all__ = ["Callback", "TrainResult", "Trainer", "accuracy", "train"]
-
-STATE_FORMAT = "entrobust-trainer-state"
-STATE_VERSION = 1
-STATE_FILE = "trainer_state.pt"
-
-#: config keys that may differ between an interrupted run and its resumption
-RESUMABLE_CHANGES = frozenset(
-    {"epochs", "device", "threads", "data_root", "checkpoint_every", "accel", "sync_batchnorm"}
-)
+__all__ = ["RESUMABLE_CHANGES", "STATE_FILE", "Callback", "TrainResult", "Trainer", "accuracy", "train"]
 
 
 # ----------------------------------------------------------------------------------- callbacks
@@ -152,54 +146,6 @@ class TrainResult:
 # ----------------------------------------------------------------------------------- helpers
 
 
-def _rng_state_safe() -> dict[str, Any]:
-    """All RNG states as plain containers and tensors (loadable with ``weights_only=True``)."""
-    version, mt, gauss = random.getstate()
-    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))
-    state: dict[str, Any] = {
-        "python": [version, list(mt), gauss],
-        "numpy": {
-            "kind": str(np_state[0]),
-            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
-    return state
-
-
-def _set_rng_state_safe(state: dict[str, Any]) -> None:
-    version, mt, gauss = state["python"]
-    random.setstate((version, tuple(mt), gauss))
-    npst = state["numpy"]
-    np.random.set_state(
-        (
-            npst["kind"],
-            npst["keys"].numpy().astype(np.uint32),
-            npst["pos"],
-            npst["has_gauss"],
-            npst["cached_gaussian"],
-        )
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _default_threat(dataset: str) -> tuple[str, float]:
-    """The usual ℓ∞ radius: 0.3 for grey-scale digits, 8/255 for colour images."""
-    from entrobust.data.info import DATASET_INFO
-
-    info = DATASET_INFO.get(dataset)
-    if info is not None and info.in_channels == 3:
-        return "linf", 8 / 255
-    return "linf", 0.3
-
-
 @torch.no_grad()
 def accuracy(
     model: nn.Module, data: Any, *, batch_size: int = 500, device: torch.device | str | None = None
@@ -240,17 +186,6 @@ def _gather_stats(stats: dict[str, list[tuple[float, int]]]) -> dict[str, list[t
         k: [(totals[i] / totals[n + i], int(totals[n + i]))] if totals[n + i] else []
         for i, k in enumerate(keys)
     }
-
-
-class _Replay:
-    """An adversary that returns pre-computed adversarial examples (AWP reuses them)."""
-
-    def __init__(self, x_adv: Tensor | None) -> None:
-        self.x_adv = x_adv
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        assert self.x_adv is not None and self.x_adv.shape == x.shape
-        return self.x_adv
 
 
 class _Stream:
@@ -315,29 +250,27 @@ class Trainer:
         self.model: nn.Module | None = None
         self.train_model: nn.Module | None = None
         self.dist = DistInfo()
-        self.method: Any = None
+        self.method: Method | None = None
         self.optimizer: Optimizer | None = None
         self.awp: AWP | None = None
         self.device: torch.device = torch.device("cpu")
         self.epoch = 0  # completed epochs
         self.step = 0  # closure calls (minibatches) so far
         self.history: list[dict[str, Any]] = []
-        self.best_metric: float | None = None
-        self.best_epoch: int | None = None
-        self.bad_validations = 0
-        self.stopped_early = False
+        # handlers (see entrobust.training.handlers), built by setup() but the best-epoch tracker
+        self.best = BestTracker(config.validation, adversarial=config.method.adversary.kind != "none")
+        self.ramp: EpsRamp | None = None
+        self.validator: Validator | None = None
+        self.checkpointer: Checkpointer | None = None
         self._phase = 1
         self._resumed_from = 0
         self._resuming = False
-        self._ramped: dict[float, Any] = {}
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         """Seed, build data, model, method, optimizer and AWP (called by :meth:`fit`)."""
-        from entrobust import distributed
         from entrobust.data import BatchLoader, augmentation_for, load_dataset
         from entrobust.runtime import seed_everything, select_device, set_threads
-        from entrobust.training.method import Method
 
         cfg = self.config
         set_threads(cfg.threads)
@@ -369,6 +302,10 @@ class Trainer:
         self.train_model = self._parallel_model(self.model)
         self.method = Method(cfg.method)
         self.method.autocast = autocast_factory(self.device, cfg.accel.amp)
+        self.ramp = EpsRamp(self.method, cfg.schedule)
+        self.validator = Validator(cfg, self._val_data, self.dist, self.device)
+        if self.out_dir is not None:
+            self.checkpointer = Checkpointer(self.out_dir, cfg, self.dist)
         self._phase = cfg.optimizer.phase_at(0)
         self.optimizer = cfg.optimizer.build(self.model.parameters(), self._phase)
         self.awp = AWP(cfg.awp.gamma, warmup=cfg.awp.warmup, proxy_lr=cfg.awp.proxy_lr) if cfg.awp else None
@@ -461,15 +398,26 @@ class Trainer:
         if overwrite and main and self.out_dir is not None:
             remove_run_files(self.out_dir)
         callbacks = self.callbacks if main else []  # rank 0 logs, records and writes
-        self._write_config()
+        if self.checkpointer is not None:
+            self.checkpointer.write_config(resuming=self._resuming)
         for cb in callbacks:
             cb.on_train_start(self)
-        while self.epoch < cfg.epochs and not self.stopped_early:
+        assert self.validator is not None
+        while self.epoch < cfg.epochs and not self.best.stopped_early:
             metrics = self.run_epoch(self.epoch)
             self.epoch += 1
             self.history.append(metrics)
-            improved = self._track_best(metrics)
-            self._checkpoint(metrics, improved)
+            improved = self.best.update(metrics, validated=self.validator.enabled)
+            if self.checkpointer is not None:
+                self.checkpointer.write(
+                    epoch=self.epoch,
+                    final=self.epoch >= cfg.epochs or self.best.stopped_early,
+                    improved=improved,
+                    metrics=metrics,
+                    model=self.model,
+                    history=self.history,
+                    state=self._state,
+                )
             if self.log is not None and main:
                 self.log(self._format(metrics))
             for cb in callbacks:
@@ -483,7 +431,8 @@ class Trainer:
         """Train one (0-based) epoch and validate; return its metrics row."""
         cfg = self.config
         assert self.model is not None and self.optimizer is not None and self.train_model is not None
-        model, awp, run_model = self.model, self.awp, self.train_model
+        assert self.ramp is not None and self.validator is not None
+        model, awp, run_model, ramp = self.model, self.awp, self.train_model, self.ramp
         world, rank = self.dist.world_size, self.dist.rank
         phase = cfg.optimizer.phase_at(epoch)
         if phase != self._phase:
@@ -511,12 +460,12 @@ class Trainer:
             x, y = next(stream)
             step = self.step
             self.step += 1
-            use = self._method_at(epoch + (step - first_step + 1) / n_batches)
+            use = ramp.method_at(epoch + (step - first_step + 1) / n_batches)
             latest[:] = [(use, x, step)]
             with distributed.batch_shard(world, rank):  # noise of the global batch, this rank's rows
                 if awp_on:
                     assert awp is not None
-                    use = self._with_awp(use, model, awp, x, y, step)
+                    use = perturb_weights(use, model, awp, x, y, step)
                 optimizer.zero_grad(set_to_none=True)
                 loss, batch_stats = use.backward(run_model, x, y, step)
             if awp_on and inner_restore:
@@ -564,140 +513,20 @@ class Trainer:
         }
         # absent, not NaN, when a statistic does not apply (e.g. no adversary): JSON has no NaN
         metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
-        if self._val_data is not None and len(self._val_data) > 0:
-            last = epoch + 1 == cfg.epochs
-            if last or (epoch + 1) % cfg.validation.every == 0:
-                metrics.update(self.validate())
+        if self.validator.due(epoch):
+            metrics.update(self.validate())
         return metrics
-
-    def _method_at(self, progress: float) -> Any:
-        """The method with the adversary's ε ramped (``schedule.eps_warmup_epochs``)."""
-        factor = self.config.schedule.eps_factor(progress)
-        if factor >= 1.0 or self.method.adversary is None:
-            return self.method
-        cached = self._ramped.get(factor)
-        if cached is None:
-            import dataclasses
-
-            from entrobust.training.method import Method
-
-            adv = self.config.method.adversary
-            changes: dict[str, Any] = {"eps": adv.eps * factor}
-            if adv.step_size is not None:
-                changes["step_size"] = adv.step_size * factor
-            if adv.kind == "atent-linf" and adv.gamma is not None:
-                changes["gamma"] = adv.gamma / factor  # radius 1/γ shrinks with ε
-            mcfg = dataclasses.replace(self.config.method, adversary=dataclasses.replace(adv, **changes))
-            cached = self._ramped[factor] = Method(mcfg)
-            cached.autocast = self.method.autocast
-        return cached
-
-    @staticmethod
-    def _with_awp(method: Any, model: nn.Module, awp: AWP, x: Tensor, y: Tensor, step: int) -> Any:
-        """Apply AWP for this batch; return the method to train with at the perturbed weights.
-
-        As in ``AT_AWP`` / ``TRADES_AWP``, the adversarial examples are crafted **once** at the
-        unperturbed weights and reused for both the proxy's ascent and the training loss: the
-        returned method is a shallow copy whose adversary replays them (the shared method is not
-        mutated). ATENT samplers (and clean steps) have no single batch of examples to replay,
-        so there the method's own loss is ascended and the examples are re-drawn.
-        """
-        from entrobust.training.adversaries import ATENTSampler
-
-        active = method.adversary is not None and method.is_adversarial_step(step)
-        if active and not isinstance(method.adversary, ATENTSampler):
-            x_adv = method.adversarial_examples(model, x, y)
-            replay = copy.copy(method)
-            replay.adversary = _Replay(x_adv)
-            method = replay
-        chosen = method
-
-        def loss_fn(proxy: nn.Module) -> Tensor:
-            with chosen.autocast():
-                loss, _ = chosen.loss(proxy, x, y, step)
-            return loss
-
-        awp.perturb(model, loss_fn)
-        return chosen
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, Any]:
-        """Clean and robust accuracy on the validation split (model mode restored)."""
-        from entrobust.attacks import ThreatModel, build_attack
-        from entrobust.data import BatchLoader
-
-        cfg, v = self.config, self.config.validation
-        assert self.model is not None
-        model, data = self.model, self._val_data
-        norm, eps = self._val_threat()
-        kwargs: dict[str, Any] = {"steps": v.steps, "seed": cfg.seed}
-        if v.step_size is not None:
-            kwargs["step_size"] = v.step_size
-        attack = build_attack(v.attack, ThreatModel(norm, eps), **kwargs)
-        was_training = model.training
-        model.eval()
-        clean = robust = attacked = 0
-        limit = v.robust_examples if v.robust_examples is not None else len(data)
-        world, rank = self.dist.world_size, self.dist.rank
-        start = time.perf_counter()
-        try:
-            # batches round-robin over ranks; a seeded attack gives each example the same result
-            # in any batch, so the counts equal a single process's
-            for b, (x, y) in enumerate(BatchLoader(data, v.batch_size, device=self.device)):
-                take = min(max(0, limit - b * v.batch_size), int(y.shape[0]))
-                if b % world != rank:
-                    continue
-                with autocast(self.device, cfg.accel.amp):
-                    with torch.no_grad():
-                        clean += int((model(x).argmax(1) == y).sum())
-                    if take > 0:
-                        xa = attack(model, x[:take], y[:take])
-                        with torch.no_grad():
-                            robust += int((model(xa).argmax(1) == y[:take]).sum())
-                        attacked += take
-        finally:
-            model.train(was_training)
-        clean, robust, attacked = (round(c) for c in distributed.reduce_sums([clean, robust, attacked]))
-        out: dict[str, Any] = {"val_clean_acc": clean / len(data)}
-        if attacked:
-            out["val_robust_acc"] = robust / attacked
-            out["val_attack"] = f"{v.attack}-{v.steps} {norm} eps={eps:.4g}"
-        out["val_time_s"] = time.perf_counter() - start
-        return out
-
-    def _val_threat(self) -> tuple[str, float]:
-        v, adv = self.config.validation, self.config.method.adversary
-        if adv.kind != "none":
-            norm, eps = adv.norm, float(adv.eps)
-        else:
-            norm, eps = _default_threat(self.config.dataset)
-        return (v.norm or norm), (v.eps if v.eps is not None else eps)
+        """Clean and robust accuracy on the validation split (:class:`Validator`; mode restored)."""
+        assert self.model is not None and self.validator is not None, "call setup() first"
+        return self.validator(self.model)
 
     # ------------------------------------------------------------------ best / checkpoints
     def selection_metric(self) -> str:
         """History key that picks the best epoch (``validation.metric``, resolved)."""
-        metric = self.config.validation.metric
-        if metric == "auto":
-            metric = "robust" if self.config.method.adversary.kind != "none" else "clean"
-        return f"val_{metric}_acc"
-
-    def _track_best(self, metrics: dict[str, Any]) -> bool:
-        value = metrics.get(self.selection_metric())
-        if value is None:
-            if self._val_data is None or len(self._val_data) == 0:
-                self.best_epoch = metrics["epoch"]  # no validation split: best = last
-                return True
-            return False  # not validated this epoch
-        if self.best_metric is None or value > self.best_metric:
-            self.best_metric, self.best_epoch = float(value), int(metrics["epoch"])
-            self.bad_validations = 0
-            return True
-        self.bad_validations += 1
-        patience = self.config.validation.patience
-        if patience is not None and self.bad_validations >= patience:
-            self.stopped_early = True
-            metrics["early_stop"] = True
-        return False
+        return self.best.metric()
 
     def _state(self) -> dict[str, Any]:
         assert self.model is not None and self.optimizer is not None
@@ -711,105 +540,17 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "optimizer_phase": self._phase,
             "awp": self.awp.state_dict() if self.awp is not None else None,
-            "rng": _rng_state_safe(),
-            "best_metric": self.best_metric,
-            "best_epoch": self.best_epoch,
-            "bad_validations": self.bad_validations,
-            "stopped_early": self.stopped_early,
+            "rng": rng_state(),
+            **self.best.state_dict(),
             "history": json.dumps(self.history),
         }
-
-    def _checkpoint(self, metrics: dict[str, Any], improved: bool) -> None:
-        if self.out_dir is None:
-            return
-        if self.dist.is_main:
-            self._write_checkpoint(metrics, improved)
-        distributed.barrier()  # no rank reads a checkpoint before rank 0 has written it
-
-    def _write_checkpoint(self, metrics: dict[str, Any], improved: bool) -> None:
-        """Stage this epoch's files and commit them as one unit (:mod:`entrobust.training.commit`):
-        ``best.*`` if improved, ``last.*`` and the trainer state on checkpoint epochs, and the
-        history; published in that order, each checkpoint's metadata before its weights."""
-        assert self.out_dir is not None
-        final = self.epoch >= self.config.epochs or self.stopped_early
-        if not final and self.epoch % self.config.checkpoint_every != 0 and not improved:
-            return
-        meta = {"epoch": self.epoch, "metrics": metrics, "recipe": self.config.to_dict()}
-        out = self.out_dir
-        staged: list[StagedFile] = []
-        try:
-            if improved:
-                staged += self._stage_checkpoint("best", meta)
-            full = final or self.epoch % self.config.checkpoint_every == 0
-            if full:
-                staged += self._stage_checkpoint("last", meta)
-            history = (json.dumps(self.history, indent=2) + "\n").encode("utf-8")
-            staged.append(self._stage(out / "history.json", history))
-            if full:
-                state = new_staged(out / STATE_FILE)
-                staged.append(StagedFile(STATE_FILE, state, ""))  # so a failing save removes it
-                torch.save(self._state(), state)
-                staged[-1] = StagedFile(STATE_FILE, state, sha256_file(state))
-        except BaseException:
-            for f in staged:
-                f.staged.unlink(missing_ok=True)
-            raise
-        commit_unit(out, self.epoch, staged)
-
-    @staticmethod
-    def _stage(path: Path, data: bytes) -> StagedFile:
-        return StagedFile(path.name, stage_bytes(path, data), hashlib.sha256(data).hexdigest())
-
-    def _stage_checkpoint(self, stem: str, meta: dict[str, Any]) -> list[StagedFile]:
-        """Stage checkpoint ``<out>/<stem>``, metadata first (so it is published before its weights,
-        which loaders find under their staged name until then)."""
-        from entrobust.checkpoint import encode_checkpoint, pending_weights_path
-
-        assert self.out_dir is not None and self.model is not None
-        weights, json_path, data, text = encode_checkpoint(self.out_dir / stem, self.model, metadata=meta)
-        sha = hashlib.sha256(data).hexdigest()
-        staged_weights = stage_bytes(weights, data, staged=pending_weights_path(weights, sha))
-        return [self._stage(json_path, text.encode("utf-8")), StagedFile(weights.name, staged_weights, sha)]
-
-    def _write_config(self) -> None:
-        if self.out_dir is None or not self.dist.is_main:
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if not self._resuming:  # a fresh start: forget an earlier attempt's manifest and staged files
-            (self.out_dir / COMMIT_FILE).unlink(missing_ok=True)
-            remove_temp_files(self.out_dir)
-        atomic_write_json(self.out_dir / "config.json", self.config.to_dict())
-        atomic_write_text(self.out_dir / "config.toml", self.config.to_toml())
 
     def _resume(self) -> None:
         if self.out_dir is None:
             raise ConfigError("resume needs an output directory")
         self._resuming = True
-        if self.dist.is_main:
-            recover(self.out_dir)  # back to exactly the last committed unit; temporary files go
-        distributed.barrier()
-        path = self.out_dir / STATE_FILE
-        if not path.exists():
-            raise CheckpointError(f"nothing to resume: {path} does not exist")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"cannot read trainer state {path}: {exc}") from None
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise CheckpointError(f"{path} is not an entrobust trainer state")
-        saved = json.loads(state["config"])
-        current = self.config.to_dict()
-        diff = sorted(
-            k
-            for k in set(saved) | set(current)
-            if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES
-        )
-        if diff:
-            raise ConfigError(
-                f"cannot resume {self.out_dir}: the config differs in {', '.join(diff)} "
-                f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change)"
-            )
-        assert self.model is not None
+        assert self.checkpointer is not None and self.model is not None
+        state = self.checkpointer.load_state()
         self.model.load_state_dict(state["model"])
         self._phase = int(state["optimizer_phase"])
         self.optimizer = self.config.optimizer.build(self.model.parameters(), self._phase)
@@ -818,20 +559,17 @@ class Trainer:
             self.awp.load_state_dict(state["awp"])
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
-        self.best_metric = state["best_metric"]
-        self.best_epoch = state["best_epoch"]
-        self.bad_validations = int(state["bad_validations"])
-        self.stopped_early = bool(state["stopped_early"])
+        self.best.load_state_dict(state)
         self.history = json.loads(state["history"])
-        _set_rng_state_safe(state["rng"])
+        set_rng_state(state["rng"])
         self._resumed_from = self.epoch
 
     # ------------------------------------------------------------------ result
     def _result(self) -> TrainResult:
         assert self.model is not None
         best = None
-        if self.best_epoch is not None:
-            best = next((h for h in self.history if h["epoch"] == self.best_epoch), None)
+        if self.best.best_epoch is not None:
+            best = next((h for h in self.history if h["epoch"] == self.best.best_epoch), None)
         out = self.out_dir
         return TrainResult(
             config=self.config,
@@ -843,7 +581,7 @@ class Trainer:
             best_path=(out / "best.safetensors") if out is not None and best is not None else None,
             last_path=(out / "last.safetensors") if out is not None and self.history else None,
             state_path=(out / STATE_FILE) if out is not None and self.history else None,
-            stopped_early=self.stopped_early,
+            stopped_early=self.best.stopped_early,
             resumed_from_epoch=self._resumed_from,
         )
 
