@@ -11,6 +11,13 @@ components run one after another by hand on the points still robust (what AutoAt
 anyway), and with :func:`entrobust.evaluation.evaluate` running the ``autoattack-standard``
 suite. ``evaluate`` with PGD-10 is compared with the bare PGD-10 call plus the clean pass.
 
+AutoAttack's cost is also given as a ratio to a fixed reference workload measured in the same
+run: ``REFERENCE_PASSES`` bare forward + input-gradient backward passes of the same model on the
+same points (``--aa-ref``; ``--aa-only`` runs just that). When the official implementation
+(``fra31/auto-attack``, not a dependency) is checked out at the path in the environment
+variable ``ENTROBUST_OFFICIAL_AUTOATTACK`` (or ``--official PATH``), it runs on the same model
+and points and the direct ratio and both robust accuracies are printed too.
+
 Usage: ``python benchmarks/bench_attacks.py [--device cpu|cuda] [--repeat 3] [--json out.json]``.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +34,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+#: bare forward + backward passes of the fixed reference workload AutoAttack is compared with
+REFERENCE_PASSES = 100
+OFFICIAL_ENV = "ENTROBUST_OFFICIAL_AUTOATTACK"
 
 
 class Clock:
@@ -123,6 +135,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--train-steps", type=int, default=60)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="one repeat, fewer attacks (smoke run)")
+    p.add_argument("--aa-only", action="store_true", help="only AutoAttack vs the reference workload")
+    p.add_argument("--aa-ref-n", type=int, default=50, help="points for AutoAttack vs the reference")
+    p.add_argument("--aa-ref-eps", type=float, default=0.1, help="ℓ∞ ε of AutoAttack vs the reference")
+    p.add_argument(
+        "--aa-checkpoint",
+        default=None,
+        help="a trained mnist5k checkpoint for AutoAttack vs the reference (default: the SmallCNN above)",
+    )
+    p.add_argument(
+        "--official",
+        default=os.environ.get(OFFICIAL_ENV),
+        help=f"path of a fra31/auto-attack checkout (default: ${OFFICIAL_ENV}); compared when given",
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
@@ -145,21 +170,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
 
-    def row(name: str, t: float, floor: float, what: str) -> None:
-        rows.append({"name": name, "seconds": t, "floor_seconds": floor, "floor": what, "ratio": t / floor})
+    def row(name: str, t: float, floor: float, what: str, **extra: Any) -> None:
+        rows.append(
+            {"name": name, "seconds": t, "floor_seconds": floor, "floor": what, "ratio": t / floor, **extra}
+        )
         print(
             f"  {name:<38} {t:8.3f} s   floor {floor:8.3f} s ({what:<22})  ratio {t / floor:6.3f}x",
             flush=True,
         )
 
-    gradient = [("FGSM", "fgsm", {}, 1), ("PGD-10", "pgd", {"steps": 10}, 10)]
+    xr, yr = x_all[: args.aa_ref_n], y_all[: args.aa_ref_n]
+    aa_model = model
+    if args.aa_checkpoint:
+        from entrobust.checkpoint import load_checkpoint
+
+        aa_model, _ = load_checkpoint(args.aa_checkpoint, map_location=device)
+
+    def aa_vs_reference() -> None:
+        for r in _autoattack_vs_reference(aa_model, xr, yr, args.aa_ref_eps, clock, repeat, args.official):
+            row(**r)
+
+    if args.aa_only:
+        aa_vs_reference()
+        out = {"device": str(device), "threads": torch.get_num_threads(), "clock": clock.kind, "rows": rows}
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(out, f, indent=2)
+        return out
+
+    gradient: list[tuple[str, str, dict[str, Any], int]] = [
+        ("FGSM", "fgsm", {}, 1),
+        ("PGD-10", "pgd", {"steps": 10}, 10),
+    ]
     if not args.quick:
         gradient += [("PGD-40", "pgd", {"steps": 40}, 40), ("APGD-CE (100 it)", "apgd-ce", {}, 100)]
     for name, attack_name, kw, k in gradient:
         attack = build_attack(attack_name, ThreatModel("linf", args.eps), **kw)
-        t, floor = paired(
-            lambda a=attack: a(model, x, y), lambda k=k: bare_passes(model, x, y, k), clock, repeat
-        )
+
+        def run_attack(a: Any = attack) -> None:
+            a(model, x, y)
+
+        def run_bare(k: int = k) -> None:
+            bare_passes(model, x, y, k)
+
+        t, floor = paired(run_attack, run_bare, clock, repeat)
         row(name, t, floor, f"{k} fwd+bwd passes")
 
     # evaluate() around PGD-10: one clean pass + the attack + its return_info forward
@@ -167,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     xc, yc = x.cpu(), y.cpu()
     t_eval, t_bare_eval = paired(
         lambda: evaluate(model, (xc, yc), "pgd:steps=10", args.eps, progress=False, device=device),
-        lambda: (bare_forwards(model, x, 1), pgd10(model, x, y, return_info=True)),
+        lambda: [bare_forwards(model, x, 1), pgd10(model, x, y, return_info=True)],  # type: ignore[func-returns-value]
         clock,
         repeat,
     )
@@ -183,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.quick:
         for r in _autoattack(model, xs, ys, args.aa_eps, clock, repeat, evaluate):
             row(r["name"], r["seconds"], r["floor_seconds"], r["floor"])
+        aa_vs_reference()
 
     out = {
         "device": str(device),
@@ -259,6 +314,71 @@ def _autoattack(
             "floor": "sum of components",
         },
     ]
+
+
+def _autoattack_vs_reference(
+    model: nn.Module, x: Tensor, y: Tensor, eps: float, clock: Clock, repeat: int, official: str | None
+) -> list[dict[str, Any]]:
+    """AutoAttack standard (ℓ∞ ``eps``) ÷ ``REFERENCE_PASSES`` bare fwd+bwd passes of the same
+    model and points; and ÷ the official AutoAttack on them when ``official`` is a checkout.
+
+    Rows are keyword arguments of ``row``; the robust accuracies are in ``robust`` so the speed
+    is never read without the strength.
+    """
+    from entrobust.attacks import ThreatModel
+    from entrobust.attacks.autoattack import AutoAttack
+
+    aa = AutoAttack(ThreatModel("linf", eps), version="standard", seed=0, batch_size=250)
+    results: dict[str, Tensor] = {}
+
+    def ours() -> None:
+        _, report = aa.run(model, x, y)
+        results["ours"] = report.robust
+
+    t_aa, t_ref = paired(ours, lambda: bare_passes(model, x, y, REFERENCE_PASSES), clock, repeat, warmup=0)
+    rob = float(results["ours"].float().mean())
+    n = x.shape[0]
+    out: list[dict[str, Any]] = [
+        {
+            "name": f"AutoAttack std eps {eps} (n={n})",
+            "t": t_aa,
+            "floor": t_ref,
+            "what": f"{REFERENCE_PASSES} fwd+bwd passes",
+            "robust": {"entrobust": rob},
+        }
+    ]
+    print(f"  AutoAttack standard (eps {eps}, n={n}): robust accuracy {rob:.1%}")
+    if not official:
+        return out
+    sys.path.insert(0, official)
+    from autoattack import AutoAttack as OfficialAutoAttack  # the official checkout, not a dependency
+
+    def theirs() -> None:
+        torch.manual_seed(0)
+        adversary = OfficialAutoAttack(
+            model, norm="Linf", eps=eps, version="standard", device=x.device, seed=0, verbose=False
+        )
+        x_adv = adversary.run_standard_evaluation(x, y, bs=250)
+        with torch.no_grad():
+            results["official"] = model(x_adv).argmax(1).eq(y).cpu()
+
+    t_ours, t_off = paired(ours, theirs, clock, repeat, warmup=0)
+    rob_off = float(results["official"].float().mean())
+    worse = int((results["ours"].cpu() & ~results["official"]).sum())
+    print(
+        f"  official AutoAttack: robust accuracy {rob_off:.1%}; points robust for entrobust but "
+        f"broken by the official code: {worse}"
+    )
+    out.append(
+        {
+            "name": f"AutoAttack std vs official (n={n})",
+            "t": t_ours,
+            "floor": t_off,
+            "what": "official AutoAttack",
+            "robust": {"entrobust": float(results["ours"].float().mean()), "official": rob_off},
+        }
+    )
+    return out
 
 
 if __name__ == "__main__":

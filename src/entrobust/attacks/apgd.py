@@ -108,6 +108,11 @@ class APGD(Attack):
         eot_iter: Expectation over Transformation (Athalye et al. 2018 §4.3) for randomized
             models: every gradient, loss and logit is averaged over this many forwards
             (:func:`~entrobust.attacks.engine.eot_value_and_grad`; official ``rand`` version: 20).
+        early_stop: stop iterating on a point once it is misclassified (AutoAttack's use: the
+            point is broken, later iterations cannot change that). Points never broken follow
+            exactly the same iterates; a broken point returns its first adversarial iterate
+            instead of the last. Ignored with ``eot_iter > 1`` (a hit on averaged logits of a
+            randomized model is not final). Default False.
 
     Example:
         >>> atk = APGD(ThreatModel("linf", 8 / 255), loss="ce")      # doctest: +SKIP
@@ -129,6 +134,7 @@ class APGD(Attack):
         model_mode: ModelMode = "eval",
         seed: int | None = 0,
         eot_iter: int = 1,
+        early_stop: bool = False,
     ) -> None:
         super().__init__(threat, model_mode=model_mode, seed=seed)
         if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
@@ -147,6 +153,7 @@ class APGD(Attack):
         if n_target_classes < 1:
             raise ConfigError(f"n_target_classes must be >= 1, got {n_target_classes}")
         self.loss = loss
+        self.early_stop = early_stop
         self.n_iter = n_iter
         self.restarts = restarts
         self.rho = rho
@@ -191,7 +198,14 @@ class APGD(Attack):
                     tgt: Tensor | None = ranked_targets(clean[idx], rank)
                 else:
                     tgt = None if target is None else target[idx]
-                loss_fn, hit_fn = self._objective(ys, tgt, explicit=target is not None)
+                explicit = target is not None
+                loss_fn, hit_fn = self._objective(ys, tgt, explicit=explicit)
+
+                def subset(
+                    rows: Tensor, ys: Tensor = ys, tgt: Tensor | None = tgt, explicit: bool = explicit
+                ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+                    return self._objective(ys[rows], None if tgt is None else tgt[rows], explicit=explicit)
+
                 run = _apgd_run(
                     model,
                     xs,
@@ -205,6 +219,7 @@ class APGD(Attack):
                     check_zero_grad=self.loss != "ce",
                     name=self.name,
                     eot_iter=self.eot_iter,
+                    subset=subset if self.early_stop and self.eot_iter == 1 else None,
                 )
                 x_best, hit, loss_best, x_hit, first_run = run
                 broken = idx[hit]
@@ -260,14 +275,21 @@ def _apgd_run(
     check_zero_grad: bool = False,
     name: str = "apgd",
     eot_iter: int = 1,
+    subset: Callable[[Tensor], tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One APGD run (``attack_single_run`` of ``autopgd_base.py``) on a batch.
 
     Returns ``(x_best, hit, loss_best, x_hit, first)``: the highest-loss iterate, whether any
     iterate was a hit, the best loss, the last hit iterate and the 1-based iteration of the first
     hit (0 = the start point, −1 = never).
+
+    ``subset`` (early stop): maps the indices of the rows still iterated to their
+    ``(loss_fn, hit_fn)``; when given, a row stops at its first hit (its ``x_hit`` is then the
+    first hit iterate) and the run ends when every row is hit. Rows are independent, so the
+    other rows' iterates do not change.
     """
     n = x.shape[0]
+    x_full, threat_full = x, threat
     eps = threat.eps_for(x)
 
     def evaluate(point: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -290,6 +312,9 @@ def _apgd_run(
     x_best = x_adv.clone()
     grad_best = grad.clone()
     loss_best = loss.clone()
+    # rows still iterated: all of them without ``subset``; with it, the rows not yet hit
+    live = torch.arange(n, device=x.device)
+    x_best_all, loss_best_all = x_best, loss_best
     loss_prev = loss.clone()  # loss of the previous iterate (start point for the first step)
 
     step = 2.0 * eps.expand(n, *([1] * (x.dim() - 1))).clone()
@@ -300,7 +325,35 @@ def _apgd_run(
     best_at_check = loss_best.clone()
     reduced_at_check = torch.ones(n, device=x.device, dtype=torch.bool)
 
+    def compact(keep: Tensor) -> None:
+        nonlocal live, x, threat, eps, loss_fn, hit_fn, x_adv, x_prev, grad, step, x_best
+        nonlocal grad_best, loss_best, loss_prev, n_increase, best_at_check, reduced_at_check
+        if x_best is not x_best_all:  # write the finished rows' best iterate back
+            x_best_all[live] = x_best
+            loss_best_all[live] = loss_best
+        live = live[keep]
+        x, threat = x_full[live], threat_full.subset(live)
+        eps = threat.eps_for(x)
+        assert subset is not None
+        loss_fn, hit_fn = subset(live)
+        x_adv, x_prev, grad, step = x_adv[keep], x_prev[keep], grad[keep], step[keep]
+        x_best, grad_best, loss_best, loss_prev = (
+            x_best[keep],
+            grad_best[keep],
+            loss_best[keep],
+            loss_prev[keep],
+        )
+        n_increase, best_at_check, reduced_at_check = (
+            n_increase[keep],
+            best_at_check[keep],
+            reduced_at_check[keep],
+        )
+
+    if subset is not None and bool(hit.any()):
+        compact(~hit)
     for i in range(n_iter):
+        if live.numel() == 0:
+            break
         with torch.no_grad():
             velocity = x_adv - x_prev
             x_prev = x_adv
@@ -311,9 +364,9 @@ def _apgd_run(
         logits, loss, grad = evaluate(x_adv)
         with torch.no_grad():
             now = hit_fn(logits)
-            first[now & ~hit] = i + 1
-            hit |= now
-            x_hit[now] = x_adv[now]
+            first[live[now & ~hit[live]]] = i + 1
+            hit[live[now]] = True
+            x_hit[live[now]] = x_adv[now]
             n_increase += (loss > loss_prev).long()
             loss_prev = loss
             better = loss > loss_best
@@ -335,7 +388,12 @@ def _apgd_run(
                     x_adv = x_adv.clone()
                     x_adv[reduce] = x_best[reduce]
                     grad[reduce] = grad_best[reduce]
-    return x_best, hit, loss_best, x_hit, first
+            if subset is not None and bool(now.any()):
+                compact(~now)
+    if x_best is not x_best_all:
+        x_best_all[live] = x_best
+        loss_best_all[live] = loss_best
+    return x_best_all, hit, loss_best_all, x_hit, first
 
 
 def _apgd_factory(loss: str) -> Callable[..., APGD]:

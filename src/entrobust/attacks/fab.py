@@ -43,44 +43,43 @@ def project_hyperplane_box(
     dtype = t.dtype
     t64, w64, b64 = t.double(), w.double(), b.double()
     c = b64 - (w64 * t64).sum(1)
-    sgn = torch.where(c < 0, -1.0, 1.0).to(torch.float64)
-    w_s = w64 * sgn[:, None]  # now the goal is ⟨w_s, d⟩ = |c|
+    w_s = torch.where(c[:, None] < 0, -w64, w64)  # now the goal is ⟨w_s, d⟩ = |c|
     c_abs = c.abs()
-    room_up = upper - t64
-    room_down = t64 - lower
-    cap = torch.where(w_s > 0, room_up, room_down).clamp_min(0.0)
     a = w_s.abs()
-    cap = torch.where(a > 0, cap, torch.zeros_like(cap))
-    g = a if norm == "l2" else torch.ones_like(a)
+    moves = a > 0
+    cap = torch.where(w_s > 0, upper - t64, t64 - lower).clamp_min_(0.0).mul_(moves)
+    inf = float("inf")
     # breakpoint of each coordinate: λ at which it hits the box (inf where it never moves)
-    lam_i = torch.where(a > 0, cap / g.clamp_min(1e-300), torch.full_like(cap, float("inf")))
-    order = lam_i.argsort(dim=1)
-    lam_s = lam_i.gather(1, order)
+    if norm == "l2":
+        lam_i = torch.where(moves, cap / a, inf)
+    else:  # g = 1: the breakpoint is the room itself
+        lam_i = cap.masked_fill(~moves, inf)
+    lam_s, order = lam_i.sort(dim=1)
+    finite = lam_s < inf
+    lam_fin = torch.where(finite, lam_s, 0.0)
     a_s = a.gather(1, order)
-    g_s = g.gather(1, order)
-    cap_s = cap.gather(1, order)
-    # φ(λ_k) = Σ_{j<=k} a_j cap_j + λ_k Σ_{j>k} a_j g_j  (coordinates sorted by breakpoint)
-    sat = torch.cumsum(a_s * cap_s, dim=1)
-    ag = a_s * g_s
-    free_after = ag.sum(1, keepdim=True) - torch.cumsum(ag, dim=1)
-    lam_fin = torch.where(torch.isfinite(lam_s), lam_s, torch.zeros_like(lam_s))
-    phi = sat + lam_fin * free_after
-    phi = torch.where(torch.isfinite(lam_s), phi, torch.full_like(phi, float("inf")))
+    # φ(λ_k) = Σ_{j<=k} a_j cap_j + λ_k Σ_{j>k} a_j g_j  (coordinates sorted by breakpoint);
+    # a_j cap_j = a_j g_j λ_j, and 0 for the coordinates that never move (a_j = 0)
+    ag = a_s * a_s if norm == "l2" else a_s
+    sat = torch.cumsum(ag * lam_fin, dim=1)
+    cum_ag = torch.cumsum(ag, dim=1)
+    total_ag = cum_ag[:, -1:]
+    free_after = total_ag - cum_ag
+    phi = torch.where(finite, sat + lam_fin * free_after, inf)
     # first breakpoint where φ reaches |c|; λ* lies in the segment just before it
-    k = (phi < c_abs[:, None]).sum(1)  # number of breakpoints strictly below the solution
-    total = sat[:, -1]
-    feasible = total >= c_abs
-    k_c = k.clamp(max=lam_s.shape[1] - 1)
-    sat_before = torch.where(k > 0, sat.gather(1, (k_c - 1).clamp_min(0)[:, None]).squeeze(1), 0.0)
-    free_from = torch.where(
-        k > 0, free_after.gather(1, (k_c - 1).clamp_min(0)[:, None]).squeeze(1), ag.sum(1)
-    )
-    lam = (c_abs - sat_before) / free_from.clamp_min(1e-300)
-    lam = torch.where(free_from > 0, lam, torch.zeros_like(lam))
-    lam = torch.where(feasible, lam.clamp_min(0.0), torch.full_like(lam, float("inf")))
-    mag = torch.minimum(lam[:, None] * g, cap)
-    mag = torch.where(a > 0, mag, torch.zeros_like(mag))
-    d = torch.sign(w_s) * mag  # ⟨w_s, d⟩ = |c|  ⇔  ⟨w, d⟩ = c
+    k = (phi < c_abs[:, None]).sum(1, keepdim=True)  # breakpoints strictly below the solution
+    feasible = sat[:, -1] >= c_abs
+    prev = (k - 1).clamp(0, lam_s.shape[1] - 1)
+    sat_before = torch.where(k > 0, sat.gather(1, prev), 0.0).squeeze(1)
+    free_from = torch.where(k > 0, free_after.gather(1, prev), total_ag).squeeze(1)
+    lam = torch.where(free_from > 0, (c_abs - sat_before) / free_from.clamp_min(1e-300), 0.0)
+    lam = torch.where(feasible, lam.clamp_min(0.0), inf)
+    # |d_i| = min(λ·g_i, cap_i) (cap_i = 0 where the coordinate never moves)
+    if norm == "l2":  # (λ = inf when infeasible: inf·0 = nan on the coordinates that never move)
+        mag = torch.minimum(lam[:, None] * a, cap).masked_fill_(~moves, 0.0)
+    else:
+        mag = torch.minimum(lam[:, None], cap)
+    d = mag.copysign_(w_s)  # sign(w_s)·|d|: ⟨w_s, d⟩ = |c|  ⇔  ⟨w, d⟩ = c
     return d.to(dtype)
 
 
@@ -116,6 +115,20 @@ class FAB(Attack):
         alpha_max, eta, beta: α_max = 0.1, overshoot η = 1.05, backward step β = 0.9 (official).
         n_target_classes: target classes for ``fab-t`` (official 9).
         seed: seeds the random restarts.
+        batch_targets: run the target classes of ``fab-t`` together, as one batch of (target,
+            point) rows (with one restart; in groups of at most ``max_rows`` rows). Each run is
+            deterministic and rows are independent, so the result equals the sequential loop
+            over targets (each point keeps the adversarial example of its lowest-rank successful
+            target); it trades a few wasted rows on points an early target breaks for fewer,
+            larger model calls. ``None`` (default): batch on accelerators only — on a CPU one
+            target's rows already fill the caches and the float64 projection of 9× more rows
+            measured ≈ 5 % slower. False: the sequential loop, as ``fab_base.py``.
+        early_stop: stop iterating on a point as soon as an adversarial example within ε is
+            found (AutoAttack's use: the point is broken whatever the remaining iterations
+            find). The set of broken points is the same as without it; the returned example is
+            the first one found within ε instead of the closest one. Default False (FAB as a
+            minimal-distortion attack).
+        max_rows: most rows per FAB run when targets are batched.
 
     Passing ``target=`` runs the targeted version toward that class only; a point then counts as
     broken when classified as the target.
@@ -140,10 +153,15 @@ class FAB(Attack):
         n_target_classes: int = 9,
         model_mode: ModelMode = "eval",
         seed: int | None = 0,
+        batch_targets: bool | None = None,
+        early_stop: bool = False,
+        max_rows: int = 4096,
     ) -> None:
         super().__init__(threat, model_mode=model_mode, seed=seed)
         if n_iter < 1:
             raise ConfigError(f"FAB needs n_iter >= 1, got {n_iter}")
+        if max_rows < 1:
+            raise ConfigError(f"FAB max_rows must be >= 1, got {max_rows}")
         if restarts < 1:
             raise ConfigError(f"FAB needs restarts >= 1, got {restarts}")
         if not 0.0 <= alpha_max <= 1.0:
@@ -161,6 +179,9 @@ class FAB(Attack):
         self.eta = eta
         self.beta = beta
         self.n_target_classes = n_target_classes
+        self.batch_targets = batch_targets
+        self.early_stop = early_stop
+        self.max_rows = max_rows
         self.name = "fab-t" if targeted else "fab"
 
     def _search(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
@@ -178,6 +199,9 @@ class FAB(Attack):
             ranks = list(range(2, min(self.n_target_classes, n_classes - 1) + 2))
         else:
             ranks = [0]
+        batch = x.device.type != "cpu" if self.batch_targets is None else self.batch_targets
+        if batch and self.restarts == 1 and len(ranks) > 1:
+            return self._batched_targets(model, x, y, clean, ranks, active, x_out, gen)
         for rank in ranks:
             for restart in range(self.restarts):
                 idx = active.nonzero().squeeze(1)
@@ -200,6 +224,7 @@ class FAB(Attack):
                     random_start=restart > 0,
                     generator=gen,
                     explicit_target=target is not None,
+                    point=torch.arange(idx.numel(), device=x.device) if self.early_stop else None,
                 )
                 eps = self.threat.subset(idx).eps_for(x[idx]).flatten()
                 with torch.no_grad():
@@ -208,6 +233,56 @@ class FAB(Attack):
                 ok = hit & (dist <= eps)
                 x_out[idx[ok]] = adv[ok]
                 active[idx[ok]] = False
+        return x_out
+
+    def _batched_targets(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        clean: Tensor,
+        ranks: list[int],
+        active: Tensor,
+        x_out: Tensor,
+        gen: torch.Generator | None,
+    ) -> Tensor:
+        """``fab-t`` with one restart: the targets of ``ranks`` run as one batch of (target, point)
+        rows (in groups of at most ``max_rows`` rows, each on the points still robust)."""
+        while ranks:
+            idx = active.nonzero().squeeze(1)
+            m = idx.numel()
+            if m == 0:
+                break
+            group, ranks = ranks[: max(self.max_rows // m, 1)], ranks[max(self.max_rows // m, 1) :]
+            k = len(group)
+            rows = idx.repeat(k)  # row j·m + i: point idx[i], target of rank group[j]
+            tgt = torch.cat([ranked_targets(clean[idx], rank) for rank in group])
+            point = torch.arange(m, device=x.device).repeat(k)
+            threat = self.threat.subset(rows)
+            adv, dist = _fab_run(
+                model,
+                x[rows],
+                y[rows],
+                tgt,
+                threat,
+                n_iter=self.n_iter,
+                alpha_max=self.alpha_max,
+                eta=self.eta,
+                beta=self.beta,
+                random_start=False,
+                generator=gen,
+                explicit_target=False,
+                point=point if self.early_stop else None,
+            )
+            with torch.no_grad():
+                pred = model(adv).argmax(1)
+            eps = threat.eps_for(adv).flatten()
+            ok = (pred.ne(y[rows]) & (dist <= eps)).view(k, m)
+            first = ok.to(torch.uint8).argmax(0)  # the lowest-rank target that broke the point
+            broke = ok.any(0)
+            pick = (first * m + torch.arange(m, device=x.device))[broke]
+            x_out[idx[broke]] = adv[pick]
+            active[idx[broke]] = False
         return x_out
 
 
@@ -253,20 +328,24 @@ def _fab_run(
     random_start: bool,
     generator: torch.Generator | None,
     explicit_target: bool,
+    point: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One FAB run (``fab_base.py: attack_single_run``); returns (closest adversarial, its distance).
 
     The distance is +inf (and the point is x0) where no adversarial example was found.
+
+    ``point`` (early stop): the point id of each row (several rows may attack one point, e.g.
+    one per target class). Once a row finds an adversarial example within ε, every row of its
+    point stops; the other rows run on unchanged (rows are independent).
     """
     n = x0.shape[0]
     norm = threat.norm
     lo, hi = threat.lower, threat.upper
-    flat0 = x0.reshape(n, -1)
     best = torch.full((n,), float("inf"), device=x0.device, dtype=x0.dtype)
     adv = x0.clone()
     x1 = x0.clone()
+    eps = threat.eps_for(x0)
     if random_start:
-        eps = threat.eps_for(x0)
         if norm == "linf":
             t = 2 * torch.rand(x0.shape, generator=generator, dtype=x0.dtype) - 1
         else:
@@ -274,35 +353,51 @@ def _fab_run(
         t = t.to(x0.device)
         t = t / (_view(flat_norm(t, norm), t) + 1e-12)
         x1 = (x0 + 0.5 * eps * t).clamp(lo, hi)
-    rows = torch.arange(n, device=x0.device)
     dual: Callable[[Tensor], Tensor] = (
         (lambda g: g.abs().sum(-1)) if norm == "linf" else (lambda g: g.norm(dim=-1))
     )
+    # the rows still iterated (all of them unless ``point`` stops some) and their inputs
+    live = torch.arange(n, device=x0.device)
+    x0l, yl, tl, epsl = x0, y, target, eps.flatten()
     for _ in range(n_iter):
-        f, df = _logit_gaps(model, x1, y, target)
+        m = live.numel()
+        f, df = _logit_gaps(model, x1, yl, tl)
         with torch.no_grad():
+            rows = torch.arange(m, device=x0.device)
             dist = f.abs() / (dual(df) + 1e-12)
             s = dist.argmin(1)
             w = df[rows, s]
-            flat1 = x1.reshape(n, -1)
+            flat0 = x0l.reshape(m, -1)
+            flat1 = x1.reshape(m, -1)
             b = -f[rows, s] + (w * flat1).sum(1)
             d = project_hyperplane_box(
                 torch.cat((flat1, flat0)), torch.cat((w, w)), torch.cat((b, b)), norm, lo, hi
             )
-            d1, d2 = d[:n], d[n:]
+            d1, d2 = d[:m], d[m:]
             a1 = flat_norm(d1, norm).clamp_min(1e-8)
             a2 = flat_norm(d2, norm).clamp_min(1e-8)
             alpha = (a1 / (a1 + a2)).clamp(0.0, alpha_max)[:, None]
             nxt = ((flat1 + eta * d1) * (1 - alpha) + (flat0 + eta * d2) * alpha).clamp(lo, hi)
-            x1 = nxt.reshape(x0.shape)
+            x1 = nxt.reshape(x0l.shape)
             pred = model(x1).argmax(1)
-            hit = pred.eq(target) if (explicit_target and target is not None) else pred.ne(y)
-            if bool(hit.any()):
-                r = flat_norm(x1 - x0, norm)
-                closer = hit & (r < best)
-                adv[closer] = x1[closer]
-                best[closer] = r[closer]
-                x1 = torch.where(_view(hit, x1), x0 + beta * (x1 - x0), x1)
+            hit = pred.eq(tl) if (explicit_target and tl is not None) else pred.ne(yl)
+            if not bool(hit.any()):
+                continue
+            r = flat_norm(x1 - x0l, norm)
+            closer = hit & (r < best[live])
+            adv[live[closer]] = x1[closer]
+            best[live[closer]] = r[closer]
+            x1 = torch.where(_view(hit, x1), x0l + beta * (x1 - x0l), x1)
+            if point is None:
+                continue
+            done = hit & (best[live] <= epsl)
+            if not bool(done.any()):
+                continue
+            keep = ~torch.isin(point[live], point[live[done]])
+            if not bool(keep.any()):
+                break
+            live, x1, x0l, yl, epsl = live[keep], x1[keep], x0l[keep], yl[keep], epsl[keep]
+            tl = None if tl is None else tl[keep]
     return adv, best
 
 
