@@ -21,7 +21,7 @@ from entrobust.attacks.base import Attack, ModelMode
 from entrobust.attacks.engine import eot_value_and_grad, mean_logits
 from entrobust.attacks.losses import ce_loss, dlr_loss, dlr_targeted_loss
 from entrobust.attacks.registry import ATTACKS
-from entrobust.attacks.threat import ThreatModel, _view, flat_norm
+from entrobust.attacks.threat import ThreatModel, batch_view, flat_norm
 from entrobust.errors import ConfigError
 
 APGD_LOSSES: tuple[str, ...] = ("ce", "dlr", "dlr-targeted")
@@ -257,7 +257,7 @@ def _random_start(x: Tensor, threat: ThreatModel, generator: torch.Generator | N
     else:
         t = torch.randn(x.shape, generator=generator, dtype=x.dtype)
     t = t.to(x.device)
-    t = t / (_view(flat_norm(t, threat.norm), t) + _TINY)
+    t = t / (batch_view(flat_norm(t, threat.norm), t) + _TINY)
     return (x + eps * t).clamp(threat.lower, threat.upper)
 
 

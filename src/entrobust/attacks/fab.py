@@ -20,7 +20,7 @@ from entrobust.attacks.apgd import ranked_targets
 from entrobust.attacks.base import Attack, ModelMode
 from entrobust.attacks.losses import fp32
 from entrobust.attacks.registry import ATTACKS
-from entrobust.attacks.threat import ThreatModel, _view, flat_norm
+from entrobust.attacks.threat import ThreatModel, batch_view, flat_norm
 from entrobust.errors import ConfigError
 
 _BIG = 1e10
@@ -351,7 +351,7 @@ def _fab_run(
         else:
             t = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         t = t.to(x0.device)
-        t = t / (_view(flat_norm(t, norm), t) + 1e-12)
+        t = t / (batch_view(flat_norm(t, norm), t) + 1e-12)
         x1 = (x0 + 0.5 * eps * t).clamp(lo, hi)
     dual: Callable[[Tensor], Tensor] = (
         (lambda g: g.abs().sum(-1)) if norm == "linf" else (lambda g: g.norm(dim=-1))
@@ -387,7 +387,7 @@ def _fab_run(
             closer = hit & (r < best[live])
             adv[live[closer]] = x1[closer]
             best[live[closer]] = r[closer]
-            x1 = torch.where(_view(hit, x1), x0l + beta * (x1 - x0l), x1)
+            x1 = torch.where(batch_view(hit, x1), x0l + beta * (x1 - x0l), x1)
             if point is None:
                 continue
             done = hit & (best[live] <= epsl)

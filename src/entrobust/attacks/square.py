@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from entrobust.attacks.base import Attack, ModelMode, margin_of
 from entrobust.attacks.losses import fp32
 from entrobust.attacks.registry import ATTACKS
-from entrobust.attacks.threat import ThreatModel, _view, flat_norm
+from entrobust.attacks.threat import ThreatModel, batch_view, flat_norm
 from entrobust.errors import ConfigError
 
 SQUARE_LOSSES: tuple[str, ...] = ("margin", "ce")
@@ -211,13 +211,13 @@ class Square(Attack):
                 accept = improved | (margin <= 0)
                 loss_best = torch.where(improved, loss, loss_best)
                 margin_best = torch.where(accept, margin, margin_best)
-                x_best = torch.where(_view(accept, x_new), x_new, x_best)
+                x_best = torch.where(batch_view(accept, x_new), x_new, x_best)
                 continue
             improved = loss < loss_best[rows]
             loss_best[rows] = torch.where(improved, loss, loss_best[rows])
             accept = improved | (margin <= 0)
             margin_best[rows] = torch.where(accept, margin, margin_best[rows])
-            x_best[rows] = torch.where(_view(accept, x_new), x_new, x_best[rows])
+            x_best[rows] = torch.where(batch_view(accept, x_new), x_new, x_best[rows])
         return x_best
 
     def _l2_init(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
@@ -249,7 +249,7 @@ class Square(Attack):
         mask2 = _mask_at(vh2, vw2, h, w, s)
         win1 = _take(delta, vh1, vw1, s)  # (m, c, s, s)
         norm_win1 = win1.pow(2).sum(dim=(-2, -1), keepdim=True).sqrt()
-        norm_img = _view(flat_norm(delta, "l2"), x)
+        norm_img = batch_view(flat_norm(delta, "l2"), x)
         norm_union = (delta * (mask1 | mask2)).pow(2).sum(dim=(-2, -1), keepdim=True).sqrt()
         shape = _eta_batch(m, s, gen, x)
         new = shape[:, None] * _rand_sign((m, c, 1, 1), gen, x) + win1 / (norm_win1 + 1e-12)
@@ -264,7 +264,7 @@ def _eta_batch(m: int, s: int, gen: torch.Generator | None, like: Tensor) -> Ten
     """``m`` copies of ``square_eta(s)``, each transposed with probability 1/2: ``(m, s, s)``."""
     eta = square_eta(s).to(device=like.device, dtype=like.dtype).expand(m, s, s)
     flip = torch.rand(m, generator=gen, dtype=like.dtype).to(like.device) > 0.5
-    return torch.where(_view(flip, eta), eta.transpose(1, 2), eta)
+    return torch.where(batch_view(flip, eta), eta.transpose(1, 2), eta)
 
 
 def _rand_sign(shape: tuple[int, ...], gen: torch.Generator | None, like: Tensor) -> Tensor:
@@ -311,7 +311,7 @@ def _put(t: Tensor, vh: Tensor, vw: Tensor, vals: Tensor) -> Tensor:
 
 
 def _normalize_l2(delta: Tensor) -> Tensor:
-    return delta / (_view(flat_norm(delta, "l2"), delta) + 1e-12)
+    return delta / (batch_view(flat_norm(delta, "l2"), delta) + 1e-12)
 
 
 ATTACKS.register("square", Square, help="Square Attack, score-based (Andriushchenko et al. 2020)")

@@ -26,10 +26,6 @@ def batch_view(v: Tensor, x: Tensor) -> Tensor:
     return v.view(-1, *([1] * (x.dim() - 1)))
 
 
-#: the former private name, still imported by ``apgd`` / ``fab`` / ``square`` (to be switched)
-_view = batch_view
-
-
 def flat_norm(v: Tensor, norm: str) -> Tensor:
     """Per-example ℓ∞ or ℓ2 norm of ``v`` ``(N, ...)`` → ``(N,)``."""
     flat = v.flatten(1)
