@@ -10,6 +10,7 @@ loader's channels-last / pin-memory options leave batch values untouched.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 import pytest
@@ -381,3 +382,28 @@ def test_pinned_batches_on_cuda_equal_cpu_batches() -> None:
         assert xb.is_cuda and torch.equal(xa, xb.cpu()) and torch.equal(ya, yb.cpu())
     pinned = data.pin_memory()
     assert pinned.x.is_pinned() and pinned.y.is_pinned()
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from entrobust import accel
+
+    monkeypatch.setattr(accel, "_WARNED_SLOW_BF16", False)
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="without native bf16 instructions"):
+        with accel.autocast("cpu", "bf16"):
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process: the second context is silent
+        with accel.autocast("cpu", "bf16"):
+            pass
+
+
+def test_bf16_on_a_cpu_with_bf16_instructions_is_silent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from entrobust import accel
+
+    monkeypatch.setattr(accel, "_WARNED_SLOW_BF16", False)
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with accel.autocast("cpu", "bf16"):
+            pass
