@@ -5,7 +5,12 @@ when the user has none. We build a fresh copy of the target's registered archite
 model made by :func:`~entrobust.models.create_model`) or, for any other module, a small generic
 CNN (two 3×3 conv layers, adaptive pooling, one linear layer) that fits any image size — never a
 copy of the target itself, whose forward pass may be the very thing that masks gradients.
-It is trained for a few epochs with Adam on plain cross-entropy.
+It is trained for a few epochs with Adam on cross-entropy and, by default, *distilled* from the
+target: half of its loss is the cross-entropy to the target's own softmax outputs on the same
+images (Hinton et al. 2015; the substitute-model attack of Papernot et al. 2017 trains on the
+target's labels), so its decision boundaries — and hence the transfer attack — follow the model
+under audit rather than only the data. Only the target's outputs are used, never its gradients,
+so the check stays black-box.
 """
 
 from __future__ import annotations
@@ -69,11 +74,15 @@ def train_surrogate(
     max_examples: int | None = 4000,
     seed: int = 0,
     architecture: nn.Module | None = None,
+    distill: bool = True,
 ) -> nn.Module:
-    """Train a normal (clean cross-entropy, Adam) surrogate for ``model`` on ``data``.
+    """Train a normal (clean inputs, Adam) surrogate for ``model`` on ``data``.
 
-    ``architecture`` (an untrained module) overrides the choice of :func:`surrogate_like`.
-    The surrogate ends in eval mode on the target's device. Deterministic given ``seed``.
+    The loss is cross-entropy to the labels, averaged with cross-entropy to ``model``'s softmax
+    outputs on the batch when ``distill`` (default; ``False``: labels only, a surrogate that
+    knows the data but not the target). ``architecture`` (an untrained module) overrides the
+    choice of :func:`surrogate_like`. The surrogate ends in eval mode on the target's device.
+    Deterministic given ``seed`` (for a deterministic target).
     """
     if epochs < 1:
         raise ConfigError(f"surrogate epochs must be >= 1, got {epochs}")
@@ -98,14 +107,25 @@ def train_surrogate(
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     net.train()
-    for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=g)
-        for i in range(0, x.shape[0], batch_size):
-            idx = order[i : i + batch_size]
-            xb, yb = x[idx].to(dev), y[idx].to(dev)
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(xb), yb).backward()
-            opt.step()
+    was = model.training
+    model.eval()
+    try:
+        for _ in range(epochs):
+            order = torch.randperm(x.shape[0], generator=g)
+            for i in range(0, x.shape[0], batch_size):
+                idx = order[i : i + batch_size]
+                xb, yb = x[idx].to(dev), y[idx].to(dev)
+                opt.zero_grad(set_to_none=True)
+                out = net(xb)
+                loss = F.cross_entropy(out, yb)
+                if distill:
+                    with torch.no_grad():
+                        soft = F.softmax(model(xb).float(), dim=1)
+                    loss = 0.5 * loss + 0.5 * -(soft * F.log_softmax(out.float(), dim=1)).sum(1).mean()
+                loss.backward()
+                opt.step()
+    finally:
+        model.train(was)
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)

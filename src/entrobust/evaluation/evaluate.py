@@ -63,7 +63,14 @@ from entrobust.evaluation.state import EvalState
 from entrobust.evaluation.suites import Suite, SuiteEntry, build_entry, get_suite, parse_value
 from entrobust.progress import Progress
 
-__all__ = ["build_plan", "chunk_seed", "evaluate", "model_fingerprint", "parse_eps"]
+__all__ = [
+    "build_plan",
+    "chunk_seed",
+    "evaluate",
+    "looks_like_probabilities",
+    "model_fingerprint",
+    "parse_eps",
+]
 
 Mode = Literal["cascade", "independent"]
 DataLike = Any  # TensorData | tuple[Tensor, Tensor] | str (dataset name → test split)
@@ -563,6 +570,8 @@ def _sanity_notes(
 
     * the model's outputs change between identical calls (randomized: use EOT,
       ``autoattack-rand``) — unless the suite already scores over several draws;
+    * the outputs look like probabilities, not logits (``check_range_output``,
+      :func:`looks_like_probabilities`): CE on probabilities saturates and DLR is meaningless;
     * Square lowering the cascade's robust accuracy after the gradient attacks at some ε
       (``check_square_sr``: the gradients may be masked).
     """
@@ -573,6 +582,9 @@ def _sanity_notes(
         xb = x[:batch_size].to(dev)
         with frozen(net, "eval"):
             stochastic = is_stochastic(net, xb)
+            with torch.no_grad():
+                if looks_like_probabilities(net(xb)):
+                    notes.append(PROBABILITIES_NOTE)
         uses_draws = any(
             e.attack == "autoattack-rand" or int(e.kwargs.get("draws", 1) or 1) > 1 for e in suite.entries
         )
@@ -587,6 +599,25 @@ def _sanity_notes(
         for e, acc in by_eps.items():
             notes += [f"eps={format_eps(e)}: {n}" for n in square_check(acc)]
     return notes
+
+
+PROBABILITIES_NOTE = (
+    "the model's outputs look like probabilities (every row non-negative and summing to 1), not "
+    "logits: the attacks' losses (CE on a softmax of probabilities, DLR, margins) are then flattened "
+    "and robust accuracy is overstated; remove the final softmax (AutoAttack checks.py: "
+    "check_range_output)"
+)
+
+
+def looks_like_probabilities(out: Tensor, tol: float = 1e-5) -> bool:
+    """True when every row of ``out`` (B × C model outputs) lies in [0, 1] and sums to 1 —
+    softmax probabilities rather than logits (AutoAttack ``checks.py: check_range_output``)."""
+    if out.dim() != 2 or out.shape[0] == 0 or out.shape[1] < 2:
+        return False
+    out = out.detach().float()
+    return bool(
+        float(out.min()) > -tol and float(out.max()) < 1 + tol and ((out.sum(1) - 1).abs() < tol).all()
+    )
 
 
 def _load_state(

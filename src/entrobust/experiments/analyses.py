@@ -30,7 +30,7 @@ from typing import Any
 from entrobust.errors import ConfigError
 from entrobust.registry import Registry
 
-__all__ = ["ANALYSES", "Analysis", "AnalysisContext", "default_eps"]
+__all__ = ["ANALYSES", "Analysis", "AnalysisContext", "audit_threat", "default_eps"]
 
 
 @dataclass
@@ -38,7 +38,9 @@ class AnalysisContext:
     """What an analysis gets: the trained model and its data (run scope) or nothing (study scope).
 
     ``surrogate`` is a normally trained model of the same data when the experiment has one (used
-    by the audit's transfer check instead of training a fresh one).
+    by the audit's transfer check instead of training a fresh one). ``reference`` is the strongest
+    stored evaluation at the audit's ε (see :func:`audit_threat`), so that the audit notices an
+    evaluation attack weaker than its own, or its own weaker than a stored one.
     """
 
     dataset: str | None = None
@@ -46,6 +48,9 @@ class AnalysisContext:
     test: Any = None  # TensorData
     train: Any = None  # TensorData
     surrogate: Any = None  # nn.Module | None
+    #: the strongest stored white-box evaluation of this run at the analysis' threat (the audit's
+    #: ``strong-attack`` reference): ``{"accuracy", "attack", "n", "evaluation"}``, or None
+    reference: dict[str, Any] | None = None
     out_dir: Path | None = None
     seed: int = 0
     log: Callable[[str], Any] = field(default=lambda _m: None)
@@ -182,7 +187,7 @@ def _audit(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     from entrobust.attacks import ThreatModel
     from entrobust.diagnostics import audit
 
-    eps = p["eps"] if p["eps"] is not None else default_eps(ctx.dataset, p["norm"])
+    norm, eps = audit_threat(ctx.dataset, p)
     kwargs: dict[str, Any] = {
         "n": p["n"],
         "pgd_steps": p["pgd_steps"],
@@ -192,9 +197,14 @@ def _audit(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
         "curve_steps": p["curve_steps"],
         "steps_grid": tuple(int(s) for s in p["steps_grid"]),
         "surrogate_epochs": p["surrogate_epochs"],
+        "square_queries": p["square_queries"],
+        "square_n": p["square_n"],
+        "strong_iter": p["strong_iter"],
         "seed": ctx.seed,
         "log": ctx.log,
     }
+    if ctx.reference is not None:
+        kwargs["reference_accuracy"] = float(ctx.reference["accuracy"])
     if p["checks"]:
         kwargs["checks"] = list(p["checks"])
     if p["eps_factors"]:
@@ -202,14 +212,23 @@ def _audit(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     report = audit(
         ctx.model,
         ctx.test,
-        ThreatModel(p["norm"], eps),
+        ThreatModel(norm, eps),
         surrogate=ctx.surrogate,
         train_data=ctx.train,
         **kwargs,
     )
     out: dict[str, Any] = _finite(report.to_dict())
     out["surrogate"] = "experiment" if ctx.surrogate is not None else "trained on the fly"
+    if ctx.reference is not None:
+        out["reference"] = dict(ctx.reference)
     return out
+
+
+def audit_threat(dataset: str | None, params: Mapping[str, Any]) -> tuple[str, float]:
+    """(norm, ε) the ``audit`` analysis runs at for ``dataset`` with (validated) ``params``."""
+    norm = str(params.get("norm", "linf"))
+    eps = params.get("eps")
+    return norm, float(eps) if eps is not None else default_eps(dataset, norm)
 
 
 def _check_audit(p: dict[str, Any]) -> None:
@@ -217,7 +236,10 @@ def _check_audit(p: dict[str, Any]) -> None:
     from entrobust.diagnostics.obfuscation import AUDIT_CHECKS
 
     _positive(p, "eps")
-    _at_least(p, 1, "n", "random_search_samples", "random_search_n", "curve_n", "surrogate_epochs")
+    _at_least(
+        p, 1, "n", "random_search_samples", "random_search_n", "curve_n", "surrogate_epochs",
+        "square_queries", "square_n", "strong_iter",
+    )  # fmt: skip
     unknown = sorted(set(p["checks"]) - set(AUDIT_CHECKS))
     if unknown:
         raise ConfigError(f"checks: unknown audit check(s) {unknown}; valid: {', '.join(AUDIT_CHECKS)}")
@@ -256,6 +278,9 @@ _register(
             "steps_grid": [8, 16, 32, 64, 128, 256],
             "eps_factors": [],
             "surrogate_epochs": 3,
+            "square_queries": 1000,
+            "square_n": 50,
+            "strong_iter": 50,
             "checks": [],
         },
         description="gradient-obfuscation audit with accuracy-vs-eps and accuracy-vs-steps curves (RU §5.2)",

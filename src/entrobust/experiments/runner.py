@@ -45,10 +45,12 @@ from entrobust.experiments.store import Store, config_hash
 __all__ = [
     "ExperimentResult",
     "Progress",
+    "audit_flag",
     "available_cores",
     "evaluation_rows",
     "run_experiment",
     "store_path",
+    "strongest_stored",
     "unit_threads",
 ]
 
@@ -270,6 +272,48 @@ def evaluation_rows(
 def _num(v: Any) -> float | None:
     f = float(v)
     return None if f != f else f
+
+
+def strongest_stored(store: Any, run_id: str, eps: float, norm: str) -> dict[str, Any] | None:
+    """The strongest stored white-box evaluation row of ``run_id`` at (``eps``, ``norm``) — the
+    lowest robust accuracy of any attack or worst-case row there — as ``{"accuracy", "attack",
+    "n", "evaluation"}``, or None. The audit compares it with its own attacks (``strong-attack``)."""
+    rows = [
+        e
+        for e in store.evaluations(run_id, norm=norm)
+        if abs(float(e.eps) - eps) < 1e-6
+        and e.attack != "clean"
+        and (e.spec or {}).get("row", "") != "clean"
+        and not (e.spec or {}).get("transfer_from")
+    ]
+    if not rows:
+        return None
+    best = min(rows, key=lambda e: (e.robust_acc, -e.n, e.id))
+    suite = str(((best.spec or {}).get("suite") or {}).get("name", "")) or best.suite
+    what = best.attack if best.attack != "worst-case" else f"worst case of {suite}"
+    return {"accuracy": float(best.robust_acc), "attack": what, "n": int(best.n), "evaluation": best.id}
+
+
+def audit_flag(label: str, audit: dict[str, Any] | None) -> str | None:
+    """A warning line when a stored audit (``AuditReport.to_dict()``) failed or warned, naming the
+    checks; None when there is none or it passed."""
+    if not audit or audit.get("status") not in ("warn", "fail"):
+        return None
+    bad = [
+        f"{c.get('name')} ({c.get('status')})"
+        for c in audit.get("checks", [])
+        if c.get("status") in ("warn", "fail")
+    ]
+    th = audit.get("threat") or {}
+    return (
+        f"{label}: the gradient-obfuscation audit is {str(audit['status']).upper()} at "
+        f"{th.get('norm', '?')} ε = {float(th.get('eps', float('nan'))):.4g} — {', '.join(bad)}; "
+        + (
+            "its robust accuracies are not trustworthy until these are resolved"
+            if audit["status"] == "fail"
+            else "its robust accuracies may be overstated"
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------ runner
@@ -532,6 +576,12 @@ class _Runner:
         self.log(
             f"  clean {_fmt_pct(result.clean_accuracy)}; worst case {worst} ({time.perf_counter() - t0:.1f}s)"
         )
+        # the evaluation's alarms and a stored audit's verdict go beside the number they qualify
+        for note in result.meta.get("warnings", []):
+            self.log(f"  WARNING: {note}")
+        flag = self.audit_flag(k)
+        if flag:
+            self.log(f"  WARNING: {flag}")
 
     # ----------------------------------------------------------------- stage 3: analyse
     def study_run(self) -> str:
@@ -591,8 +641,7 @@ class _Runner:
         kind, params, spec_hash = self._analysis_hash(a)
         stage = f"analysis:{a.kind}"
         pr, rid = self.plan[k], self.ids[k]
-        sur = self.normal_for(k) if a.kind == "audit" else None
-        h = config_hash({"spec": spec_hash, "surrogate": self.ids[sur] if sur is not None else None})
+        sur, ref, h = self._run_analysis_inputs(a, k, params, spec_hash)
         if self.store.stage_done(rid, stage, h):
             self.log.count(stage, "skipped")
             self.log(f"analysis {a.kind} {pos} {_describe(pr)}: done before, skipped")
@@ -605,6 +654,7 @@ class _Runner:
             test=self.dataset(pr.dataset, "test", pr.config.data_root),
             train=self.dataset(pr.dataset, "train", pr.config.data_root),
             surrogate=self.model(sur) if sur is not None else None,
+            reference=ref,
             out_dir=self.run_dir(rid) if distributed.is_main() else self._scratch(),
             seed=pr.seed,
             log=lambda m: self.log("  " + m),
@@ -615,14 +665,59 @@ class _Runner:
         self._store_analysis(rid, a.kind, res, stage, h)
         status = f" → {str(res['status']).upper()}" if "status" in res else ""
         self.log(f"  done in {time.perf_counter() - t0:.1f}s{status}")
+        if a.kind == "audit" and res.get("status") in ("warn", "fail"):
+            flag = self.audit_flag(k)
+            if flag:
+                self.log(f"  WARNING: {flag}")
+
+    def _run_analysis_inputs(
+        self, a: Any, k: int, params: dict[str, Any], spec_hash: str
+    ) -> tuple[int | None, dict[str, Any] | None, str]:
+        """The surrogate run, the stored reference and the stage hash of run analysis ``a`` of
+        run ``k``: the audit reads its normal surrogate and the strongest stored evaluation at its
+        ε, and runs again when either changes."""
+        sur = self.normal_for(k) if a.kind == "audit" else None
+        ref = None
+        if a.kind == "audit":
+            from entrobust.experiments.analyses import audit_threat
+
+            norm, eps = audit_threat(self.plan[k].dataset, params)
+            ref = self.strongest_stored(k, eps, norm)
+        key: dict[str, Any] = {"spec": spec_hash, "surrogate": self.ids[sur] if sur is not None else None}
+        if ref is not None:
+            key["reference"] = round(float(ref["accuracy"]), 9)
+        return sur, ref, config_hash(key)
+
+    def strongest_stored(self, k: int, eps: float, norm: str) -> dict[str, Any] | None:
+        """:func:`strongest_stored` for run ``k``."""
+        return strongest_stored(self.store, self.ids[k], eps, norm)
+
+    def audit_flag(self, k: int) -> str | None:
+        """:func:`audit_flag` for run ``k``'s stored audit."""
+        return audit_flag(self.plan[k].label, self.store.analysis(self.ids[k], "audit"))
+
+    def flag_summary(self) -> list[str]:
+        """One line per run whose stored audit failed or warned, with its stored worst cases."""
+        lines = []
+        for k in range(len(self.plan)):
+            flag = self.audit_flag(k)
+            if not flag:
+                continue
+            worst = [
+                f"{e.suite.split(' ')[0] if e.suite else '?'} ε={float(e.eps):.3g}: {_fmt_pct(e.robust_acc)}"
+                for e in self.store.evaluations(self.ids[k])
+                if e.attack == "worst-case" and not (e.spec or {}).get("transfer_from")
+            ]
+            lines.append(f"⚑ {flag}" + (f" (stored worst cases: {'; '.join(worst)})" if worst else ""))
+        return lines
 
     # ----------------------------------------------------------------- units (parallel runner)
     def units(self, stages: Sequence[str]) -> list[_Unit]:
         """Every unit of work of ``stages`` in the in-process order, each with the units it waits
         for: an evaluation waits for its run's training (and a transfer evaluation for its
         surrogate's), a run analysis for its run's training (the audit also for its normal
-        surrogate's; analyses read models, not stored evaluations); a study analysis for everything
-        before it."""
+        surrogate's, and for the run's evaluations, whose strongest result at its ε it compares
+        with its own attacks); a study analysis for everything before it."""
         out: list[_Unit] = []
         train = {k: f"train:{k}" for k in range(len(self.plan))}
         if "train" in stages:
@@ -650,7 +745,12 @@ class _Runner:
                 targets = self.analysis_targets(a)
                 for pos, k in enumerate(targets):
                     sur = self.normal_for(k) if a.kind == "audit" else None
-                    need = deps(train[k], *([train[sur]] if sur is not None else []))
+                    evals = [u.key for u in out if u.kind == "evaluate" and u.args[1] == k]
+                    need = deps(
+                        train[k],
+                        *([train[sur]] if sur is not None else []),
+                        *(evals if a.kind == "audit" else []),
+                    )
                     out.append(
                         _Unit(f"analysis:{a.kind}:{k}", "analyse", (i, k, f"{pos + 1}/{len(targets)}"), need)
                     )
@@ -678,8 +778,8 @@ class _Runner:
         if unit.kind == "analyse-study":
             return bool(self.store.stage_done(self.study_run(), f"analysis:{a.kind}", spec_hash))
         k = unit.args[1]
-        sur = self.normal_for(k) if a.kind == "audit" else None
-        h = config_hash({"spec": spec_hash, "surrogate": self.ids[sur] if sur is not None else None})
+        _, params, _ = self._analysis_hash(a)
+        _, _, h = self._run_analysis_inputs(a, k, params, spec_hash)
         return bool(self.store.stage_done(self.ids[k], f"analysis:{a.kind}", h))
 
     def run_unit(self, unit: _Unit) -> None:
@@ -985,6 +1085,10 @@ def _run_experiment(
         log(f"== {name} ==")
         fn()
         out.seconds[name] = time.perf_counter() - t0
+    if {"evaluate", "analyse"} & set(stages):
+        # a flagged model's robust accuracies never scroll by without the flag beside them
+        for line in r.flag_summary():
+            log(line)
     out.run_ids = {(pr.label, pr.dataset, pr.model, pr.seed): r.ids[k] for k, pr in enumerate(r.plan)}
     if report and "report" in stages and distributed.is_main():
         if on_stage is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from entrobust.diagnostics.obfuscation import AUDIT_CHECKS as _AUDIT_CHECKS
 from entrobust.experiments.claims import VERDICTS, ClaimResult, check_claims, claim_effect_cells
 from entrobust.io import atomic_write_bytes, atomic_write_text
 from entrobust.report.plots import Figure, build_figures
@@ -25,15 +26,8 @@ from entrobust.report.tables import Table, build_tables, eps_text
 
 __all__ = ["Report", "build_report", "write_report"]
 
-AUDIT_CHECKS: tuple[str, ...] = (
-    "gradients",
-    "single-vs-multi",
-    "transfer-gap",
-    "random-search",
-    "eps-curve",
-    "steps-curve",
-    "unbounded",
-)
+#: the audit's checks, in the order it runs them (one column each in the audit section)
+AUDIT_CHECKS: tuple[str, ...] = _AUDIT_CHECKS
 
 
 @dataclass

@@ -21,7 +21,9 @@ named in RU notation also says plainly what ran (``PGD10-48`` = "PGD, 10 steps, 
 row that exists twice, white-box and black-box, is one row *key* per setting with the same label
 and an explicit ``setting`` (``report.json`` gives it as a field). A cell filled by a substitute
 for the paper's exact attack carries a mark explained in the table's notes (e.g. PGD-20 with 1
-restart standing in for RU's 5 restarts).
+restart standing in for RU's 5 restarts). Robust accuracies that a failed / warned stored audit
+(⚑) or a stronger stored attack at the same ε (‼ "overstated") contradicts are marked too
+(:mod:`entrobust.report.flags`).
 """
 
 from __future__ import annotations
@@ -161,11 +163,17 @@ def _register(name: str, description: str) -> Callable[[TableBuilder], TableBuil
 
 
 def build_tables(rs: ResultSet, names: Sequence[str] = ()) -> list[Table]:
-    """Build the named tables (default: all) and keep those with at least one filled cell."""
+    """Build the named tables (default: all) and keep those with at least one filled cell.
+
+    Robust-accuracy cells of a model whose stored audit failed or warned, or that a stronger stored
+    attack at the same ε contradicts, are marked with a footnote (:mod:`entrobust.report.flags`)."""
+    from entrobust.report.flags import flag_table
+
     out: list[Table] = []
     for name in names or TABLES.names():
         for t in TABLES.get(name).build(rs):
             if t.filled:
+                flag_table(rs, t)
                 out.append(t)
     return out
 
