@@ -23,6 +23,13 @@ from entrobust.attacks.square import Square
 torch.set_num_threads(1)
 
 
+def _same(a: Tensor, b: Tensor) -> bool:
+    """The same float64 points up to rounding: rows computed in a batch of another size (a subset of
+    points, several targets at once) take other kernel paths, which differ in the last bits — more
+    so between CPU kinds (AVX-512, AVX2, generic)."""
+    return a.shape == b.shape and torch.allclose(a, b, rtol=0.0, atol=1e-9)
+
+
 def _data(n: int, seed: int) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)
     protos = torch.rand(5, 1, 6, 6, generator=torch.Generator().manual_seed(99))
@@ -71,7 +78,7 @@ def test_apgd_early_stop_breaks_the_same_points_along_the_same_iterates(
     assert torch.equal(fast.success, full.success)
     assert torch.equal(fast.first_success, full.first_success)
     # points never broken follow the very same iterates
-    assert torch.equal(fast.x_adv[~full.success], full.x_adv[~full.success])
+    assert _same(fast.x_adv[~full.success], full.x_adv[~full.success])
 
 
 def test_apgd_early_stop_ends_the_run_when_every_point_is_broken(
@@ -107,7 +114,7 @@ def test_fab_early_stop_breaks_the_same_points(tiny: tuple[nn.Module, Tensor, Te
         fast = FAB(threat, early_stop=True, **kw)(model, x, y, return_info=True)  # type: ignore[arg-type]
         assert 0 < int(full.success.sum()) < x.shape[0]
         assert torch.equal(fast.success, full.success)
-        assert torch.equal(fast.x_adv[~full.success], full.x_adv[~full.success])
+        assert _same(fast.x_adv[~full.success], full.x_adv[~full.success])
         eps = threat.eps_for(x).flatten()
         assert bool((fast.distance[fast.success] <= eps[fast.success] + 1e-6).all())
 
@@ -125,7 +132,7 @@ def test_fab_t_batched_targets_equal_the_sequential_loop(
     assert 0 < int(seq.success.sum()) < x.shape[0]
     assert torch.equal(bat.success, seq.success)
     if not early_stop:  # the same lowest-rank target's closest example
-        assert torch.equal(bat.x_adv, seq.x_adv)
+        assert _same(bat.x_adv, seq.x_adv)
     # groups of targets (max_rows smaller than all rows) give the same broken set
     grouped = FAB(threat, batch_targets=True, max_rows=2 * x.shape[0], **kw)(model, x, y, return_info=True)  # type: ignore[arg-type]
     assert torch.equal(grouped.success, seq.success)
@@ -168,6 +175,6 @@ def test_square_skipping_unchanged_proposals_changes_nothing(
     ref = plain(net, x, y)
     rows_plain, rows["n"] = rows["n"], 0
     fast = Square(threat, n_queries=150, seed=1)(net, x, y)
-    assert torch.equal(fast, ref)
+    assert _same(fast, ref)
     if norm == "linf":  # on ℓ∞ some windows already hold the proposed values
         assert rows["n"] < rows_plain

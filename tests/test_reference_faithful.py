@@ -17,6 +17,14 @@ rewritten as ``add_(tensor, alpha=scalar)``):
 * ``ucla-vision/entropy-sgd`` @ 61329f9c python/optim.py ``EntropySGD.step`` (config lr 0.1,
   momentum 0.9, weight_decay 5e-4, nesterov True, L 3, eps 0, g0 0.03, g1 0) for 3 outer steps on
   the per-batch quadratics of :func:`_quadratic`.
+
+The TRADES, MART and ATENT numbers were produced with ``torch.set_default_dtype(torch.float64)``
+and are checked against a float64 copy of the model and batch (:func:`_method_loss`). In float32
+their first ascent step takes sign(∇) of input gradients of ~1e-7 (TRADES starts 0.001 from the
+clean input), whose signs differ between AVX-512, AVX2 and generic kernels — the recorded loss
+moved by 6e-6 and the running means by 1e-3 between kernel kinds, as much as the clamp effect being
+tested. In float64 the reference code gives the same numbers on all three kernel kinds (to 1e-15),
+and our losses, computed in float32 from float64 logits, match them to ~2e-7.
 """
 
 from __future__ import annotations
@@ -74,20 +82,23 @@ def _running_mean(m: nn.Sequential) -> list[float]:
 
 
 # reference numbers (see the module docstring)
-TRADES_LOSS = 1.090276837348938
+TRADES_LOSS = 1.0884955494691582
 TRADES_BN_UPDATES = 3  # clean, adversarial, clean again for the KL target
-TRADES_RUNNING_MEAN = [0.21088628, -0.16967510, 0.15796256, -0.16666034, 0.08086811, -0.04129692]
-MART_LOSS = 1.4908332824707031
+TRADES_RUNNING_MEAN = [0.24922796, -0.20660592, 0.19035517, -0.19177170, 0.09657179, -0.04626309]
+MART_LOSS = 1.4910912286770068
 MART_BN_UPDATES = 2
-MART_RUNNING_MEAN = [0.17326185, -0.15592657, 0.15614265, -0.16682453, 0.10702666, -0.07537271]
-ATENT_LOSS = 1.1353530883789062
+MART_RUNNING_MEAN = [0.17329256, -0.15596248, 0.15618073, -0.16686156, 0.10705950, -0.07539858]
+ATENT_LOSS = 1.1747689903605991
 ATENT_BN_UPDATES = 6  # 2L: a gradient forward and a training forward per sample
-ATENT_RUNNING_MEAN = [0.22272170, -0.17172101, 0.18202466, -0.23533159, 0.12973852, -0.10491542]
+ATENT_RUNNING_MEAN = [0.37718584, -0.33271764, 0.33592042, -0.36909442, 0.23204125, -0.16709491]
 PORT_W = [1.0624350309371948, 0.05000472441315651, 0.6935999393463135]
 
 
 def _method_loss(cfg: dict, seed: int = 0) -> tuple[float, nn.Sequential]:
-    model, (x, y) = _net(), _batch()
+    """The method's loss on float64 copies of :func:`_net` and :func:`_batch` (see the module
+    docstring: the reference numbers are float64 too)."""
+    (x, y), model = _batch(), _net().double()
+    x = x.double()
     model.train()
     torch.manual_seed(seed)
     loss, _ = Method(MethodConfig.from_dict(cfg)).loss(model, x, y)
@@ -124,7 +135,7 @@ def _with(cfg: dict, *, clamp_start: bool, bn_passes: str = "minimal") -> dict:
 # ------------------------------------------------------------------------ 1. clamped attack starts
 @pytest.mark.parametrize(
     ("cfg", "ref_loss", "tol_clamped"),
-    [(TRADES, TRADES_LOSS, 5e-6), (MART, MART_LOSS, 5e-6), (ATENT, ATENT_LOSS, 1e-4)],
+    [(TRADES, TRADES_LOSS, 1e-4), (MART, MART_LOSS, 5e-5), (ATENT, ATENT_LOSS, 1e-3)],
     ids=["trades", "mart", "atent-linf"],
 )
 def test_unclamped_start_matches_reference_loss(cfg: dict, ref_loss: float, tol_clamped: float) -> None:
