@@ -226,3 +226,15 @@ def test_attack_and_analysis_options_are_checked_at_load(
     out = capsys.readouterr()
     assert message in out.err and "training run(s)" not in out.out
     assert not (tmp_path / "ws").exists()
+
+
+def test_analyses_take_the_datasets_own_default_threat() -> None:
+    """One rule for a dataset's default ε (issue 13): studies' analyses, training validation and
+    the audit CLI all read it from the dataset (digits used to get 0.3 here and 0.1 elsewhere)."""
+    from entrobust.data import default_threat
+    from entrobust.experiments.analyses import default_eps
+
+    for name in ("mnist5k", "digits", "cifar10", "svhn", None):
+        assert default_eps(name) == default_threat(name)[1]
+    assert default_eps("digits") == 0.1 and default_eps("mnist5k") == 0.3
+    assert default_eps("mnist5k", "l2") == 2.0 and default_eps("cifar10", "l2") == 0.5

@@ -149,14 +149,16 @@ def _register(a: Analysis) -> Analysis:
 
 
 def default_eps(dataset: str | None, norm: str = "linf") -> float:
-    """The usual threat radius of a dataset: ℓ∞ 0.3 on MNIST-like data, 8/255 on colour images
-    (ℓ2: 2.0 on MNIST as ATENT Table 1, 0.5 on CIFAR)."""
-    from entrobust.evaluation import dataset_family
-
-    mnist = dataset_family(dataset) == "mnist"
+    """The usual threat radius of a dataset: ℓ∞ from the dataset's own default threat
+    (:func:`entrobust.data.default_threat`: 0.3 on MNIST, 0.1 on 8×8 digits, 8/255 on colour
+    images); ℓ2 2.0 on MNIST-like data (ATENT Table 1) and 0.5 on colour images."""
     if norm == "l2":
-        return 2.0 if mnist else 0.5
-    return 0.3 if mnist else 8 / 255
+        from entrobust.evaluation import dataset_family
+
+        return 2.0 if dataset_family(dataset) == "mnist" else 0.5
+    from entrobust.data import default_threat
+
+    return default_threat(dataset)[1]
 
 
 def _subset(data: Any, n: int, seed: int) -> tuple[Any, Any]:
