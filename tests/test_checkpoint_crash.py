@@ -24,10 +24,11 @@ from typing import Any
 
 import pytest
 
+from _subprocess import child_env
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 TESTS = Path(__file__).resolve().parent
-SRC = TESTS.parent / "src"
 
 TRAIN = {
     "dataset": "mnist5k",
@@ -247,8 +248,7 @@ main()
 def _launch(kind: str, work: Path, plan: dict[str, Any]) -> dict[str, int]:
     script = work / "launcher.py"
     script.write_text(textwrap.dedent(LAUNCHER.format(tests=str(TESTS))), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env()
     out = subprocess.run(
         [sys.executable, str(script), kind, str(work), json.dumps(plan)],
         env=env,

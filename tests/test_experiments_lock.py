@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from _subprocess import child_env
 from entrobust.cli import main
 from entrobust.experiments.lock import lock_holder, workspace_lock
 from entrobust.experiments.store import Store
@@ -47,13 +48,6 @@ _HOLDER = textwrap.dedent(
 )
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def _holder(ws: Path, hold: str = "stdin") -> subprocess.Popen[str]:
     """A process holding the lock of ``ws`` (until its stdin gets a line, or for ``hold`` seconds)."""
     proc = subprocess.Popen(
@@ -61,7 +55,7 @@ def _holder(ws: Path, hold: str = "stdin") -> subprocess.Popen[str]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=_env(),
+        env=child_env(),
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
     return proc
@@ -135,8 +129,12 @@ def test_two_concurrent_runs_train_once_and_leave_right_statuses(tmp_path: Path)
     study = tmp_path / "study.toml"
     study.write_text(STUDY, encoding="utf-8")
     cmd = [sys.executable, "-m", "entrobust", "run", str(study), "-w", str(ws), "--no-report"]
-    procs = [subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
-    procs.append(subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    procs = [
+        subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ]
+    procs.append(
+        subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    )
     outs = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)
     trained = sum("trained in" in out for out, _ in outs)

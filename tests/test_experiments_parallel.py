@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from _subprocess import child_env
 from entrobust.experiments.runner import Progress, _Runner, run_experiment
 from entrobust.experiments.spec import load_experiment
 from entrobust.experiments.store import Store
-from test_experiments_runner import _child_env, snapshot
+from test_experiments_runner import snapshot
 
 STUDY = """
 name = "parallel-test"
@@ -137,7 +138,7 @@ def test_killed_two_worker_run_resumes_to_the_same_results(
     cmd = [sys.executable, "-m", "entrobust", "run", str(study), "-w", str(ws), "--no-report"]
     proc = subprocess.Popen(
         [*cmd, "--workers", "2"],
-        env=_child_env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from _subprocess import child_env
 from entrobust.experiments.store import Store
 
 STUDY = """
@@ -83,20 +84,12 @@ KILL_AFTER = (r"epoch 1/2", r"eval white-box 2/2", r"analysis audit 1/2")
 _TIME_KEY = re.compile(r"(seconds|_time_s|^time|^created|^updated)$")
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def _cmd(study: Path, ws: Path) -> list[str]:
     return [sys.executable, "-m", "entrobust", "run", str(study), "-w", str(ws), "--no-report"]
 
 
 def _run_to_end(study: Path, ws: Path) -> str:
-    out = subprocess.run(_cmd(study, ws), env=_child_env(), capture_output=True, text=True, timeout=600)
+    out = subprocess.run(_cmd(study, ws), env=child_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout
 
@@ -105,7 +98,7 @@ def _run_and_kill(study: Path, ws: Path, pattern: str, rng: random.Random) -> bo
     """Start the study, SIGKILL it a random moment after ``pattern`` shows; True if it was killed."""
     proc = subprocess.Popen(
         _cmd(study, ws),
-        env=_child_env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
