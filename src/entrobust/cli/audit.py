@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from entrobust.cli.eval import add_bpda_option, apply_bpda
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -57,13 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the subset, surrogate and attacks (default 0)"
     )
-    p.add_argument(
-        "--bpda",
-        default=None,
-        metavar="MODULE",
-        help="attack through submodule MODULE (a non-differentiable preprocessing) with BPDA: its "
-        "forward runs, its backward is the identity (Athalye et al. 2018 §4.1; docs/adaptive.md)",
-    )
+    add_bpda_option(p)
     p.add_argument(
         "--eot-iter",
         type=int,
@@ -106,10 +102,7 @@ def _run(args: argparse.Namespace, main: bool) -> int:
     if args.eps is not None:
         eps = (parse_floats(args.eps, "--eps") or [eps])[0]
     norm = args.norm or norm
-    if args.bpda:
-        from entrobust.attacks.bpda import with_bpda
-
-        model = with_bpda(model, args.bpda)
+    model = apply_bpda(model, args.bpda)
     surrogate = None
     if args.surrogate:
         from entrobust.checkpoint import load_checkpoint

@@ -12,13 +12,34 @@ forwards in bfloat16, ``--fp32-check N`` cross-checks a sample in float32 (docs/
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from entrobust.diagnostics._util import DataLike
+
+
+def add_bpda_option(p: argparse.ArgumentParser) -> None:
+    """``--bpda MODULE`` (shared by ``eval`` and ``audit``)."""
+    p.add_argument(
+        "--bpda",
+        default=None,
+        metavar="MODULE",
+        help="attack through submodule MODULE (a non-differentiable preprocessing) with BPDA: its "
+        "forward runs, its backward is the identity (Athalye et al. 2018 §4.1; docs/adaptive.md)",
+    )
+
+
+def apply_bpda(model: Any, name: str | None) -> Any:
+    """``model`` with submodule ``name`` wrapped in BPDA (:func:`entrobust.attacks.bpda.with_bpda`),
+    or ``model`` itself when no name is given."""
+    if not name:
+        return model
+    from entrobust.attacks.bpda import with_bpda
+
+    return with_bpda(model, name)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -85,13 +106,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="run an eps whose ball contains the whole image box (linf eps >= 1, l2 eps >= sqrt(d)); "
         "refused otherwise as eps in 0-255 units (8 for 8/255)",
     )
-    p.add_argument(
-        "--bpda",
-        default=None,
-        metavar="MODULE",
-        help="attack through submodule MODULE (a non-differentiable preprocessing) with BPDA: its "
-        "forward runs, its backward is the identity (Athalye et al. 2018 §4.1; docs/adaptive.md)",
-    )
+    add_bpda_option(p)
     p.add_argument(
         "--adaptive",
         action="store_true",
@@ -142,10 +157,7 @@ def _run(args: argparse.Namespace, main: bool) -> int:
 
     from entrobust.evaluation import evaluate
 
-    if args.bpda:
-        from entrobust.attacks.bpda import with_bpda
-
-        model = with_bpda(model, args.bpda)
+    model = apply_bpda(model, args.bpda)
     suite = _adaptive_suite(args.suite, model, data, device) if args.adaptive else args.suite
     result = evaluate(
         model,
