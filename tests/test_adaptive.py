@@ -381,3 +381,18 @@ def test_eval_cli_prints_a_failed_stored_audit(tmp_path) -> None:
     (tmp_path / "audit" / "audit.json").write_text(json.dumps(report))
     note = stored_audit_note(checkpoint)
     assert note is not None and "FAIL (determinism)" in note and "eps=0.3" in note
+
+
+def test_bpda_option_is_the_same_on_eval_and_audit() -> None:
+    from entrobust.attacks.bpda import BPDA
+    from entrobust.cli import build_parser
+    from entrobust.cli.eval import apply_bpda
+
+    parser = build_parser()
+    for command in ("eval", "audit"):
+        assert parser.parse_args([command, "ckpt", "--bpda", "0"]).bpda == "0"
+        assert parser.parse_args([command, "ckpt"]).bpda is None
+    model = nn.Sequential(nn.Identity(), nn.Flatten(), nn.Linear(4, 2))
+    assert apply_bpda(model, None) is model
+    wrapped = apply_bpda(model, "0")
+    assert isinstance(wrapped[0], BPDA) and not isinstance(model[0], BPDA)  # a copy, the original kept
