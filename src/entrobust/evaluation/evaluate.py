@@ -384,8 +384,11 @@ def evaluate(
         eps_values = list(the_suite.default_eps(dataset) or [])
     cols, steps = build_plan(the_suite, eps_values, norm)
     _check_eps_sizes(steps, x_all, allow_large_eps)
-    for step in steps:  # build (not run) every attack first: bad options fail before any work
-        _build_attack(the_suite.entries[step.entry_index], step.eps, step.norm, allow_large_eps)
+    # build (not run) every attack first: bad options fail before any work
+    attacks = {
+        step.index: _build_attack(the_suite.entries[step.entry_index], step.eps, step.norm, allow_large_eps)
+        for step in steps
+    }
 
     n_all = int(y_all.shape[0])
     if max_examples is not None and max_examples < 1:
@@ -446,13 +449,10 @@ def evaluate(
     bar: Progress | None = None
     try:
         for step in steps[start_step:]:
-            entry = the_suite.entries[step.entry_index]
             targets = _targets(clean["clean_correct"], broken, step.index, mode)
             chunks = [targets[i : i + batch_size] for i in range(0, targets.numel(), batch_size)]
             first = start_chunk if step.index == start_step else 0
-            attack = (
-                _build_attack(entry, step.eps, step.norm, allow_large_eps) if first < len(chunks) else None
-            )
+            attack = attacks[step.index] if first < len(chunks) else None
             bar = Progress(
                 "eval",
                 f"{step.label} eps={format_eps(step.eps)}",
