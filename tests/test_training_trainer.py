@@ -120,6 +120,19 @@ def test_schedule_factors() -> None:
     assert ramp.eps_factor(0.0) == 0.01 and ramp.eps_factor(1.0) == 0.5 and ramp.eps_factor(2.5) == 1.0
 
 
+def test_eps_ramp_from_a_start_fraction() -> None:
+    # the converged cpu PGD-AT recipe: ε 0.1 → 0.3 over 3 epochs (start = 1/3 of ε)
+    ramp = tiny(schedule={"eps_warmup_epochs": 3.0, "eps_warmup_start": 1 / 3}).schedule
+    assert 0.1 <= 0.3 * ramp.eps_factor(0.0) <= 0.105
+    assert ramp.eps_factor(1.5) == pytest.approx(2 / 3, abs=0.011)
+    assert ramp.eps_factor(2.99) <= 1.0 and ramp.eps_factor(3.0) == 1.0
+    factors = [ramp.eps_factor(p / 10) for p in range(31)]
+    assert factors == sorted(factors)
+    assert tiny(schedule={"eps_warmup_start": 0.5}).schedule.eps_factor(0.0) == 1.0  # no ramp: full ε
+    with pytest.raises(ConfigError, match="eps_warmup_start"):
+        tiny(schedule={"eps_warmup_epochs": 1.0, "eps_warmup_start": 1.5})
+
+
 # --------------------------------------------------------------------------------- training
 
 

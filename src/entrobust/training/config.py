@@ -174,17 +174,20 @@ class ScheduleConfig:
     rate starts; RU Table 5 "decay epoch 20" → ``milestones = [20]``); ``cosine``: half-cosine
     from 1 to 0 over ``epochs``; ``constant``.
 
-    ``eps_warmup_epochs`` ramps the adversary's ε (and its step size) linearly from ~0 to its
-    value over that many epochs, batch by batch (0 = off, every paper preset). Pure adversarial
-    training at ε = 0.3 on MNIST sits at chance for thousands of iterations before it starts
-    learning (Madry et al. train 100k iterations); the few-epoch ``cpu`` presets use the ramp so
-    they learn in seconds. Quantized to 1 % steps.
+    ``eps_warmup_epochs`` ramps the adversary's ε (and its step size) linearly from
+    ``eps_warmup_start`` × its value (default 0: from ~0) to its value over that many epochs,
+    batch by batch (0 = off, every paper preset). Pure adversarial training at ε = 0.3 on MNIST
+    sits at chance for thousands of iterations before it starts learning (Madry et al. train 100k
+    iterations); the ``cpu`` presets use the ramp so they learn in seconds. ``eps_warmup_start``
+    is a fraction of ε, e.g. 1/3 for the ramp 0.1 → 0.3 of the converged cpu PGD-AT recipe
+    (docs/training.md, "Converged cpu recipes"). Quantized to 1 % steps.
     """
 
     kind: str = "step"
     milestones: tuple[int, ...] = ()
     factor: float = 0.1
     eps_warmup_epochs: float = 0.0
+    eps_warmup_start: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULES:
@@ -195,12 +198,18 @@ class ScheduleConfig:
             )
         _positive("schedule.factor", self.factor)
         _positive("schedule.eps_warmup_epochs", self.eps_warmup_epochs, strict=False)
+        if not 0.0 <= self.eps_warmup_start <= 1.0:
+            raise ConfigError(
+                f"schedule.eps_warmup_start must be a fraction of eps in [0, 1], got {self.eps_warmup_start}"
+            )
 
     def eps_factor(self, progress: float) -> float:
         """Multiplier of the adversary's ε after ``progress`` epochs (fractional)."""
         if self.eps_warmup_epochs <= 0 or progress >= self.eps_warmup_epochs:
             return 1.0
-        return max(0.01, math.ceil(100.0 * progress / self.eps_warmup_epochs) / 100.0)
+        start = self.eps_warmup_start
+        linear = start + (1.0 - start) * progress / self.eps_warmup_epochs
+        return min(1.0, max(0.01, math.ceil(100.0 * linear) / 100.0))
 
     def factor_at(self, epoch: int, epochs: int) -> float:
         """Multiplier of the base learning rate during (0-based) ``epoch`` of ``epochs``."""
