@@ -1,7 +1,10 @@
 """Time the main job: ``entrobust demo`` from an empty folder to a finished report.
 
-Usage: ``python benchmarks/bench_demo.py [--scale cpu|tiny] [--quick] [--out DIR] [--keep]
-[--threads N] [--json FILE]``. Budget (SPEC §6): about ten minutes wall time on a 2-core CPU.
+Usage: ``python benchmarks/bench_demo.py [--scale SCALE] [--quick] [--out DIR] [--keep]
+[--threads N] [--workers N] [--json FILE]``; ``SCALE`` is one of the demo's scales
+(``entrobust.experiments.demo.DEMO_SCALES``), ``cpu`` by default. Budget of the ``cpu`` scale
+(issue 15): at most five minutes wall time on an idle 2-core CPU with the demo's default workers
+(every core); the budget line is printed for that scale only.
 
 Runs the demo in a fresh process (so imports and data loading count), streams its progress, and
 prints the wall time, the process CPU time (user + system), the load average before and after,
@@ -26,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-BUDGET_S = 600.0
+#: wall-time budget of the ``cpu`` scale on an idle 2-core CPU (issue 15: five minutes)
+BUDGET_S = 300.0
 _STAGE = re.compile(r"^\[\s*(\d+\.\d)s\] == (\w+) ==")
 _DONE = re.compile(r"^\[\s*(\d+\.\d)s\] demo finished")
 
@@ -38,13 +42,18 @@ def _children_cpu() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    p.add_argument("--scale", default="cpu", choices=["cpu", "tiny"], help="demo scale (default: cpu)")
+    from entrobust.experiments.demo import DEMO_SCALES
+
+    p.add_argument("--scale", default="cpu", choices=list(DEMO_SCALES), help="demo scale (default: cpu)")
     p.add_argument("--quick", action="store_true", help="same as --scale tiny")
     p.add_argument("--out", default=None, help="demo folder (default: a fresh temporary folder)")
     p.add_argument(
         "--keep", action="store_true", help="keep the demo folder (default: delete a temporary one)"
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads of the demo (default: 1)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="worker processes of the demo (default: every core)"
+    )
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
     scale = "tiny" if args.quick else args.scale
@@ -71,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         str(out),
         "--threads",
         str(args.threads),
+        *(["--workers", str(args.workers)] if args.workers is not None else []),
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     load0 = os.getloadavg()
@@ -100,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     per_stage = {s: round(end - stages[s], 1) for s, end in zip(order, ends, strict=True)}
     print("\n=== bench_demo")
     print(f"scale {scale}, threads {args.threads}, {os.cpu_count()} CPU(s), exit status {rc}")
-    print(f"wall time   {wall:7.1f} s  ({wall / 60:.1f} min; budget {BUDGET_S / 60:.0f} min: "
-          f"{'within' if wall <= BUDGET_S else 'OVER'})")  # fmt: skip
+    verdict = "within" if wall <= BUDGET_S else "OVER"
+    budget = f"; budget {BUDGET_S / 60:.0f} min: {verdict}" if scale == "cpu" else ""
+    print(f"wall time   {wall:7.1f} s  ({wall / 60:.1f} min{budget})")
     print(f"CPU time    {cpu:7.1f} s  (user + system of the demo process)")
     print(f"load avg    {load0[0]:.2f} before, {load1[0]:.2f} after (1-minute)")
     for s in order:
@@ -109,11 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "scale": scale,
         "threads": args.threads,
+        "workers": args.workers,
         "cpus": os.cpu_count(),
         "exit_status": rc,
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
-        "budget_s": BUDGET_S,
+        "budget_s": BUDGET_S if scale == "cpu" else None,
         "load_before": load0[0],
         "load_after": load1[0],
         "stages_s": per_stage,
