@@ -6,8 +6,9 @@ Uncertainty"), ``atent/…`` (Jagatap et al. 2021), ``minmax/…`` (Shen, Chen &
 
 * its source (table and appendix of the paper),
 * the paper's hyperparameters per dataset (``scale="paper"``; full-size models, GPU-sized runs),
-* a ``cpu`` variant on ``mnist5k`` with a small CNN, a few epochs and few attack steps that trains
-  in well under a minute on a 2-core CPU (``scale="cpu"``, the default for ``mnist5k``/``mnist``).
+* a ``cpu`` variant on ``mnist5k`` with a small CNN (``scale="cpu"``, the default for
+  ``mnist5k``/``mnist``): seconds for standard training; for adversarial training the converged
+  recipe below (minutes of CPU).
 
 The recipes are data: one TOML file per paper next to this module (``ru.toml``, ``atent.toml``,
 ``minmax.toml``, ``kanai.toml``), every value commented with the table, appendix or script it
@@ -31,13 +32,17 @@ Tables merge key by key; any other value (lists included) replaces. A string ``"
 ``["epochs=3"]``) are applied last. Choices the papers leave open are stated in each preset's
 ``notes`` and in ``docs/training.md``.
 
-CPU variants, common choices: ``cnn4`` (RU's MNIST network; ``lenet`` for the Min-Max paper),
-batch 64, SGD lr 0.05 (momentum 0.9), 3–4 epochs, 5 PGD steps, validation on 300 held-out
-examples with PGD-10. Pure adversarial training at ε = 0.3 stays at chance for thousands of
-iterations (Madry et al. train 100k), so the cpu variants of presets without a clean loss term
-ramp ε over the first 1.5 epochs (``schedule.eps_warmup_epochs``); Entropy-SGD cpu variants use
-L = 5, η = 1 (the first regime of Chaudhari's Lua MNIST schedule), Kanai's η′ = 0.1, γ = 0.03,
-α = 0.75, Nesterov 0.9.
+CPU variants, common choices: without adversarial training ``cnn4`` (RU's MNIST network;
+``lenet`` for the Min-Max paper), batch 64, SGD lr 0.05 (momentum 0.9), 3–4 epochs; validation
+on 300 held-out examples with PGD-10. The adversarially trained cpu variants follow the converged
+cpu recipe (docs/training.md, "Converged cpu recipes"): SmallCNN (RU: cnn4, Min-Max: LeNet, the
+papers' networks), Adam 1e-3, batch 128, 10-step attacks, ε ramped linearly from 1/3 of its value
+over 3 epochs (``schedule.eps_warmup_epochs`` / ``eps_warmup_start``; pure adversarial training
+at ε = 0.3 stays at chance for thousands of iterations, Madry et al. train 100k) and tens of
+epochs, minutes of CPU each (the demo keeps its own lighter budget,
+``entrobust.experiments.demo.DEMO_RECIPES``). Entropy-SGD cpu variants use L = 5, η = 1 (the
+first regime of Chaudhari's Lua MNIST schedule), Kanai's η′ = 0.1, γ = 0.03, α = 0.75,
+Nesterov 0.9.
 """
 
 from __future__ import annotations
