@@ -139,7 +139,8 @@ def _definition(
     return {
         "name": f"demo-{scale}",
         "description": "entrobust demo: the four papers' key defenses on mnist5k, strong evaluation, audit, "
-        "claims",
+        "claims; trained with the demo's light budget (cnn4 / LeNet, 3–4 epochs, 5-step attacks), not the "
+        "converged cpu recipes of the presets",
         "source": "RU Tables 1/4/9, ATENT Table 2, Min-Max Tables 1/3, Kanai Table 1",
         "scale": scale,
         "datasets": ["mnist5k"],
