@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from entrobust.experiments import stats
 from entrobust.experiments.analyses import toy_smoothness
-from entrobust.experiments.claims import (
+from entrobust.report import stats
+from entrobust.report.claims import (
     CLAIMS,
     INCONCLUSIVE,
     NOT_ENOUGH,

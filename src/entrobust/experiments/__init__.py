@@ -43,7 +43,7 @@ def __getattr__(name: str) -> object:  # heavy parts load on first use
 
         return run_experiment
     if name == "check_claims":
-        from entrobust.experiments.claims import check_claims
+        from entrobust.report.claims import check_claims
 
         return check_claims
     raise AttributeError(f"module 'entrobust.experiments' has no attribute {name!r}")

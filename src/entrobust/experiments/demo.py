@@ -228,8 +228,8 @@ def run_demo(
     it is as it goes and the claims table at the end. Returns the
     :class:`~entrobust.experiments.runner.ExperimentResult`. ``workers``: worker processes of the
     runner (:func:`~entrobust.experiments.runner.run_experiment`; ``None``: every core)."""
-    from entrobust.experiments.claims import format_claims
     from entrobust.experiments.runner import Progress, run_experiment
+    from entrobust.report.claims import format_claims
 
     exp = demo_experiment(scale, device=device, threads=threads, defenses=defenses)
     log = log if log is not None else Progress()

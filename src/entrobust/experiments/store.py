@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from entrobust.errors import EntrobustError
+from entrobust.io import config_hash
 
 SCHEMA_VERSION = 2
 
@@ -119,12 +120,6 @@ CREATE TABLE IF NOT EXISTS stages (
 # the experiment runner). Opening a version-1 file adds the new tables and bumps the version.
 
 RUN_STATUSES = ("pending", "running", "done", "failed")
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """Stable SHA-256 (hex, 16 chars) of a JSON-serializable configuration."""
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def library_versions() -> dict[str, str]:

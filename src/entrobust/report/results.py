@@ -211,7 +211,7 @@ class ResultSet:
         """Load the runs of ``experiment`` (default: every experiment in the store), or exactly
         ``run_ids`` (prefixes are accepted), with their rows."""
         from entrobust.errors import EntrobustError
-        from entrobust.experiments.store import config_hash
+        from entrobust.io import config_hash
 
         members = store.members(experiment)
         if experiment is not None and not members:

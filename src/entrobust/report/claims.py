@@ -6,7 +6,7 @@ percentage points with its 95 % interval, p-value and number of paired test poin
 own reading of ε, the numbers, the paper table it comes from, and the ids of the stored rows it
 read. Accuracy comparisons use the **strongest attack the study ran** at an ε (the lowest robust
 accuracy over every white-box row there, worst-case rows included) and are **paired on the same
-test points** (:mod:`entrobust.experiments.stats`): McNemar's exact test on the per-example
+test points** (:mod:`entrobust.report.stats`): McNemar's exact test on the per-example
 outcomes the store keeps, and a seeded paired bootstrap over examples (and over seeds where there
 are several) for the interval; without per-example rows, a normal approximation. "A beats B" holds
 when the interval lies above 0 and fails when it lies at or below 0; "A ≥ B" holds when the
@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from entrobust.experiments import stats
-from entrobust.experiments.stats import Comparison
 from entrobust.registry import Registry
+from entrobust.report import stats
 from entrobust.report.results import Cell, EvalRow, ResultSet, RunInfo
+from entrobust.report.stats import Comparison
 
 __all__ = [
     "CLAIMS",
