@@ -12,6 +12,7 @@ import pytest
 from scipy.stats import binomtest
 
 from entrobust.experiments.analyses import toy_smoothness
+from entrobust.record import EvalRecord
 from entrobust.report import stats
 from entrobust.report.claims import (
     CLAIMS,
@@ -24,7 +25,7 @@ from entrobust.report.claims import (
     format_claims,
     untrained_runs,
 )
-from entrobust.report.results import EvalRow, ResultSet, RunInfo
+from entrobust.report.results import ResultSet, RunInfo
 
 DS = "mnist5k"
 
@@ -62,23 +63,25 @@ class Study:
         r = RunInfo(rid, label, None, DS, "cnn4", seed, adversarial, group=label)
         self.rs.runs.append(r)
 
-        def add(attack: str, eps: float, acc: float, spec: dict[str, Any], nrm: str = "linf") -> None:
+        def add(attack: str, eps: float, acc: float, nrm: str = "linf", **kw: Any) -> None:
             self.rs.evaluations.append(
-                EvalRow(self._next(), rid, "ev", attack, nrm, eps, n, clean, acc, spec)
+                EvalRecord(rid, "ev", attack, nrm, eps, n, clean, acc, id=self._next(), **kw)
             )
 
-        add("clean", 0.0, clean, {"row": "clean"})
+        add("clean", 0.0, clean, row="clean")
         for eps, acc in (white or {}).items():
-            add("worst-case", eps, acc, {"row": "worst-case", "suite": {"name": suite}}, norm)
+            add("worst-case", eps, acc, norm, row="worst-case", spec={"suite": {"name": suite}})
         for (lab, eps), acc in (rows or {}).items():
-            add(lab, eps, acc, {"row": "attack", "entry": {"attack": lab}, "suite": {"name": suite}}, norm)
+            add(lab, eps, acc, norm, spec={"suite": {"name": suite}})
         for (lab, eps), acc in (black or {}).items():
-            add(lab, eps, acc, {"row": "attack", "entry": {"attack": lab}, "transfer_from": "x"})
+            add(lab, eps, acc, surrogate="x")
         for (lab, eps), ok in (outcomes or {}).items():
             i = self._next()
-            spec = {"row": "attack", "entry": {"attack": lab}, "suite": {"name": suite}}
+            spec = {"suite": {"name": suite}}
             acc = float(np.mean(ok))
-            self.rs.evaluations.append(EvalRow(i, rid, "ev", lab, norm, eps, len(ok), clean, acc, spec))
+            self.rs.evaluations.append(
+                EvalRecord(rid, "ev", lab, norm, eps, len(ok), clean, acc, spec=spec, id=i)
+            )
             self.examples[i] = [{"idx": j, "success": not bool(v)} for j, v in enumerate(ok)]
         return r
 
@@ -415,8 +418,9 @@ def test_pairing_decides_where_two_independent_accuracies_would_not() -> None:
     assert _paired_mm(a, b).verdict("C9") == REPRODUCED  # McNemar p = 2 / 2^12
     unpaired = _mm(0.50, 0.005)  # the same accuracies without per-example rows
     unpaired.rs.evaluations[:] = [
-        e if e.attack != "PGD" else EvalRow(e.id, e.run_id, "ev", "PGD", "linf", 0.3, 200, 0.98,
-                                            0.50 if e.run_id.startswith("Min") else 0.44, e.spec)
+        e if e.attack != "PGD" else EvalRecord(
+            e.run_id, "ev", "PGD", "linf", 0.3, 200, 0.98, 0.50 if e.run_id.startswith("Min") else 0.44,
+            spec=e.spec, id=e.id)
         for e in unpaired.rs.evaluations
     ]  # fmt: skip
     (res,) = check_claims(unpaired.rs, ["C9"])

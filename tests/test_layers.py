@@ -60,3 +60,15 @@ def test_loading_the_report_leaves_experiments_unloaded() -> None:
         [sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_store_and_its_records_load_without_torch() -> None:
+    """``entrobust runs`` / ``report`` read stored rows; the shared record keeps them torch-free."""
+    code = (
+        "import sys, entrobust.record, entrobust.experiments.store, entrobust.report.results\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False", out.stdout

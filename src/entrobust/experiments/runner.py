@@ -41,13 +41,14 @@ from entrobust import distributed
 from entrobust.errors import ConfigError
 from entrobust.experiments.spec import EvaluationSpec, Experiment, PlannedRun
 from entrobust.experiments.store import Store, config_hash
+from entrobust.record import EvalRecord
 
 __all__ = [
     "ExperimentResult",
     "Progress",
     "audit_flag",
     "available_cores",
-    "evaluation_rows",
+    "evaluation_records",
     "run_experiment",
     "store_path",
     "strongest_stored",
@@ -142,7 +143,8 @@ class _TransferFactory:
     """Suite-row factory for black-box rows: ``attack`` crafted on ``surrogate`` (RU §5.1).
 
     Carries a stable ``__qualname__`` naming the surrogate run, so the evaluation's resume
-    fingerprint is the same in every process.
+    fingerprint is the same in every process. The stored rows name the surrogate and the attack
+    in their own fields (:class:`~entrobust.record.EvalRecord`), never through it.
     """
 
     def __init__(self, surrogate: Any, attack: str, surrogate_id: str) -> None:
@@ -172,13 +174,23 @@ def _transfer_suite(suite_spec: str, dataset: str, surrogate: Any, surrogate_id:
     )
 
 
-def evaluation_rows(
-    result: Any, spec: EvaluationSpec, *, extra: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """Store rows of one :class:`~entrobust.evaluation.EvalResult`: a ``clean`` row (ε = 0, with
-    per-example clean margin / loss / entropy), one row per (attack, ε) step and one ``worst-case``
-    row per ε. A step row's accuracy is the attack's own accuracy in independent mode and the
-    cumulative worst case after it in cascade mode (``spec["accuracy"]`` says which)."""
+def evaluation_records(
+    result: Any,
+    spec: EvaluationSpec,
+    run_id: str,
+    *,
+    surrogate: str | None = None,
+    attack_names: Sequence[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> list[EvalRecord]:
+    """The store's records of one :class:`~entrobust.evaluation.EvalResult` of run ``run_id``: a
+    ``clean`` row (ε = 0, with per-example clean margin / loss / entropy), one row per (attack, ε)
+    step and one ``worst-case`` row per ε. A step row's accuracy is the attack's own accuracy in
+    independent mode and the cumulative worst case after it in cascade mode (``accuracy``).
+
+    ``surrogate`` is the run a black-box suite was crafted on; ``attack_names`` the registered
+    attack of each suite entry when the entries are factories (the transfer rows), by entry index.
+    """
     extra = dict(extra or {})
     n = result.n
     idx = [int(i) for i in result.indices.tolist()]
@@ -191,11 +203,17 @@ def evaluation_rows(
         "model_sha256": result.meta.get("model_sha256"),
         **extra,
     }
-    rows: list[dict[str, Any]] = []
+    common = {
+        "run_id": run_id,
+        "evaluation": spec.name,
+        "n": n,
+        "clean_acc": clean_acc,
+        "surrogate": surrogate,
+    }
     cc = result.clean["clean_correct"]
     clean_examples = None
     if spec.per_example:
-        clean_examples = [
+        clean_examples = tuple(
             {
                 "idx": idx[i],
                 "success": not bool(cc[i]),
@@ -204,14 +222,14 @@ def evaluation_rows(
                 "entropy": float(result.clean["clean_entropy"][i]),
             }
             for i in range(n)
-        ]
-    rows.append(
-        {
-            "attack": "clean", "spec": {**base_spec, "row": "clean"}, "norm": result.norm, "eps": 0.0, "n": n,
-            "clean_acc": clean_acc, "robust_acc": clean_acc, "examples": clean_examples,
-        }
-    )  # fmt: skip
-    key = "standalone_accuracy" if result.mode == "independent" else "cumulative_accuracy"
+        )
+    records = [
+        EvalRecord(
+            attack="clean", row="clean", norm=result.norm, eps=0.0, robust_acc=clean_acc, spec=base_spec,
+            examples=clean_examples, **common,
+        )
+    ]  # fmt: skip
+    cumulative = result.mode != "independent"
     entries = result.suite.get("entries", [])
     for st in result.attack_stats():
         i_step = st["index"]
@@ -219,54 +237,56 @@ def evaluation_rows(
         if spec.per_example:
             rec = result.records
             ran = rec["ran"][i_step]
-            examples = []
-            for i in ran.nonzero().flatten().tolist():
-                examples.append(
-                    {
-                        "idx": idx[i],
-                        "success": bool(rec["success"][i_step, i]),
-                        "first_success": int(rec["first_success"][i_step, i]),
-                        "margin": _num(rec["margin"][i_step, i]),
-                        "loss": _num(rec["loss"][i_step, i]),
-                        "entropy": _num(rec["entropy"][i_step, i]),
-                        "distance": _num(rec["distance"][i_step, i]),
-                    }
-                )
-        entry = entries[st["entry_index"]] if st["entry_index"] < len(entries) else {}
-        rows.append(
-            {
-                "attack": st["label"],
-                "spec": {
+            examples = tuple(
+                {
+                    "idx": idx[i],
+                    "success": bool(rec["success"][i_step, i]),
+                    "first_success": int(rec["first_success"][i_step, i]),
+                    "margin": _num(rec["margin"][i_step, i]),
+                    "loss": _num(rec["loss"][i_step, i]),
+                    "entropy": _num(rec["entropy"][i_step, i]),
+                    "distance": _num(rec["distance"][i_step, i]),
+                }
+                for i in ran.nonzero().flatten().tolist()
+            )
+        k = st["entry_index"]
+        entry = entries[k] if k < len(entries) else {}
+        name = attack_names[k] if attack_names is not None else entry.get("attack", st["label"])
+        records.append(
+            EvalRecord(
+                attack=st["label"],
+                row="attack",
+                attack_name=str(name),
+                accuracy="cumulative" if cumulative else "standalone",
+                norm=st["norm"],
+                eps=st["eps"],
+                robust_acc=st["cumulative_accuracy" if cumulative else "standalone_accuracy"],
+                spec={
                     **base_spec,
-                    "row": "attack",
                     "entry": entry,
                     "step": i_step,
-                    "accuracy": "standalone" if key == "standalone_accuracy" else "cumulative",
                     "n_attacked": st["n_attacked"],
                     "n_fooled": st["n_fooled"],
                     "seconds": st["seconds"],
                 },
-                "norm": st["norm"],
-                "eps": st["eps"],
-                "n": n,
-                "clean_acc": clean_acc,
-                "robust_acc": st[key],
-                "examples": examples,
-            }
+                examples=examples,
+                **common,
+            )
         )
     for e in result.attacked_eps:  # a column where no attack ran has no worst case to store
         mask = result.robust_mask(e)
         worst = (
-            [{"idx": idx[i], "success": not bool(mask[i])} for i in range(n)] if spec.per_example else None
+            tuple({"idx": idx[i], "success": not bool(mask[i])} for i in range(n))
+            if spec.per_example
+            else None
         )
-        rows.append(
-            {
-                "attack": "worst-case", "spec": {**base_spec, "row": "worst-case"}, "norm": result.norm,
-                "eps": float(e), "n": n, "clean_acc": clean_acc, "robust_acc": result.robust_accuracy(e),
-                "examples": worst,
-            }
+        records.append(
+            EvalRecord(
+                attack="worst-case", row="worst-case", norm=result.norm, eps=float(e),
+                robust_acc=result.robust_accuracy(e), spec=base_spec, examples=worst, **common,
+            )
         )  # fmt: skip
-    return rows
+    return records
 
 
 def _num(v: Any) -> float | None:
@@ -281,15 +301,12 @@ def strongest_stored(store: Any, run_id: str, eps: float, norm: str) -> dict[str
     rows = [
         e
         for e in store.evaluations(run_id, norm=norm)
-        if abs(float(e.eps) - eps) < 1e-6
-        and e.attack != "clean"
-        and (e.spec or {}).get("row", "") != "clean"
-        and not (e.spec or {}).get("transfer_from")
+        if abs(float(e.eps) - eps) < 1e-6 and e.row != "clean" and not e.transfer
     ]
     if not rows:
         return None
     best = min(rows, key=lambda e: (e.robust_acc, -e.n, e.id))
-    suite = str(((best.spec or {}).get("suite") or {}).get("name", "")) or best.suite
+    suite = best.suite_name or best.evaluation
     what = best.attack if best.attack != "worst-case" else f"worst case of {suite}"
     return {"accuracy": float(best.robust_acc), "attack": what, "n": int(best.n), "evaluation": best.id}
 
@@ -548,9 +565,11 @@ class _Runner:
         model = self.model(k, ev.checkpoint)
         suite: Any = ev.suite
         extra: dict[str, Any] = {"checkpoint": ev.checkpoint}
+        attack_names = None
         if surrogate_k is not None:
             suite = _transfer_suite(ev.suite, pr.dataset, self.model(surrogate_k, ev.checkpoint), str(sur_id))
-            extra.update(transfer_from=sur_id, surrogate_label=self.plan[surrogate_k].label)
+            attack_names = [e.attack.attack for e in suite.entries]
+            extra.update(surrogate_label=self.plan[surrogate_k].label)
         state = self.run_dir(rid) / "eval" / f"{ev.name}-{spec_hash}"
         result = evaluate(
             model,
@@ -567,8 +586,10 @@ class _Runner:
             mode=ev.mode,  # type: ignore[arg-type]
             dataset=pr.dataset,
         )
-        rows = evaluation_rows(result, ev, extra=extra)
-        self.store.replace_evaluations(rid, ev.name, rows, stage=(stage, spec_hash))
+        records = evaluation_records(
+            result, ev, rid, surrogate=sur_id, attack_names=attack_names, extra=extra
+        )
+        self.store.replace_evaluations(rid, ev.name, records, stage=(stage, spec_hash))
         if distributed.is_main():
             shutil.rmtree(state, ignore_errors=True)
         self.log.count(stage, "ran")
@@ -704,9 +725,9 @@ class _Runner:
             if not flag:
                 continue
             worst = [
-                f"{e.suite.split(' ')[0] if e.suite else '?'} ε={float(e.eps):.3g}: {_fmt_pct(e.robust_acc)}"
+                f"{e.evaluation.split(' ')[0] or '?'} ε={float(e.eps):.3g}: {_fmt_pct(e.robust_acc)}"
                 for e in self.store.evaluations(self.ids[k])
-                if e.attack == "worst-case" and not (e.spec or {}).get("transfer_from")
+                if e.row == "worst-case" and not e.transfer
             ]
             lines.append(f"⚑ {flag}" + (f" (stored worst cases: {'; '.join(worst)})" if worst else ""))
         return lines

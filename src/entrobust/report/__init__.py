@@ -26,7 +26,7 @@ _EXPORTS: dict[str, str] = {
     "check_claims": "entrobust.report.claims",
     "format_claims": "entrobust.report.claims",
     "Cell": "entrobust.report.results",
-    "EvalRow": "entrobust.report.results",
+    "EvalRecord": "entrobust.record",
     "ResultSet": "entrobust.report.results",
     "RunInfo": "entrobust.report.results",
     "TABLES": "entrobust.report.tables",
@@ -39,10 +39,11 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from entrobust.record import EvalRecord
     from entrobust.report.claims import CLAIMS, check_claims, format_claims
     from entrobust.report.plots import PLOTS, build_figures
     from entrobust.report.render import Report, build_report, write_report
-    from entrobust.report.results import Cell, EvalRow, ResultSet, RunInfo
+    from entrobust.report.results import Cell, ResultSet, RunInfo
     from entrobust.report.tables import TABLES, Table, build_tables
 
 

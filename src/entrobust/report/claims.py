@@ -44,9 +44,10 @@ from typing import Any
 
 import numpy as np
 
+from entrobust.record import EvalRecord
 from entrobust.registry import Registry
 from entrobust.report import stats
-from entrobust.report.results import Cell, EvalRow, ResultSet, RunInfo
+from entrobust.report.results import Cell, ResultSet, RunInfo
 from entrobust.report.stats import Comparison
 
 __all__ = [
@@ -213,7 +214,7 @@ def _p(p: float) -> str:
     return "n/a" if p != p else ("<0.001" if p < 0.001 else f"{p:.3g}")
 
 
-def _outcomes(rs: ResultSet, row: EvalRow) -> dict[int, bool] | None:
+def _outcomes(rs: ResultSet, row: EvalRecord) -> dict[int, bool] | None:
     """Test index → correct under ``row``'s attack, from the stored per-example rows, or None.
 
     Clean and worst-case rows store every example. An attack row stores the examples it attacked;
@@ -223,11 +224,11 @@ def _outcomes(rs: ResultSet, row: EvalRow) -> dict[int, bool] | None:
     if not ex:
         return None
     got = {int(x["idx"]): not bool(x["success"]) for x in ex}
-    if row.row_kind == "attack":
+    if row.row == "attack":
         clean = [
             e
             for e in rs.evaluations
-            if e.run_id == row.run_id and e.evaluation == row.evaluation and e.row_kind == "clean"
+            if e.run_id == row.run_id and e.evaluation == row.evaluation and e.row == "clean"
         ]
         full = {int(x["idx"]): False for x in (rs.examples(clean[0].id) if clean else [])}
         full.update(got)
@@ -241,8 +242,8 @@ def _compare(
     rs: ResultSet,
     runs_a: Sequence[RunInfo],
     runs_b: Sequence[RunInfo],
-    pick_a: Callable[[RunInfo], EvalRow | None],
-    pick_b: Callable[[RunInfo], EvalRow | None] | None = None,
+    pick_a: Callable[[RunInfo], EvalRecord | None],
+    pick_b: Callable[[RunInfo], EvalRecord | None] | None = None,
 ) -> tuple[Comparison, Cell, Cell] | None:
     """A − B in accuracy for the rows ``pick_a`` / ``pick_b`` choose per run, paired on the same
     test points (runs paired by seed, else in order) when every pair has per-example outcomes
@@ -431,7 +432,7 @@ def c2(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
                 e.attack
                 for r in runs
                 for e in rs.rows(r.id, transfer=True)
-                if e.row_kind == "attack" and e.attack.startswith("PGD10")
+                if e.row == "attack" and e.attack.startswith("PGD10")
             }
         )
         for lab in labels:
@@ -711,10 +712,10 @@ def c8(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
     return ev.result()
 
 
-def _pgd(rs: ResultSet, eps: float) -> Callable[[RunInfo], EvalRow | None]:
+def _pgd(rs: ResultSet, eps: float) -> Callable[[RunInfo], EvalRecord | None]:
     """Picks a run's PGD row at ``eps``: the 'minmax' suite's PGD row, else the lowest PGD-family row."""
 
-    def pick(r: RunInfo) -> EvalRow | None:
+    def pick(r: RunInfo) -> EvalRecord | None:
         exact = [
             e
             for e in rs.rows(r.id)
@@ -725,7 +726,7 @@ def _pgd(rs: ResultSet, eps: float) -> Callable[[RunInfo], EvalRow | None]:
         rows = [
             e
             for e in rs.rows(r.id)
-            if e.row_kind == "attack"
+            if e.row == "attack"
             and abs(e.eps - eps) < 1e-6
             and (e.attack_name == "pgd" or e.attack_name.startswith("PGD"))
         ]

@@ -34,8 +34,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from entrobust.record import EvalRecord
 from entrobust.registry import Registry
-from entrobust.report.results import Cell, EvalRow, ResultSet, RunInfo
+from entrobust.report.results import Cell, ResultSet, RunInfo
 
 __all__ = ["TABLES", "Table", "TableSpec", "build_tables", "eps_text", "plain_attack_name"]
 
@@ -221,7 +222,7 @@ def _main_eps(dataset: str | None) -> float:
     return 0.3 if _family(dataset) == "mnist" else 8 / 255
 
 
-def _steps(n: int) -> Callable[[EvalRow], bool]:
+def _steps(n: int) -> Callable[[EvalRecord], bool]:
     """Row filter: the attack ran with ``steps = n``."""
     return lambda e: e.kwargs.get("steps") == n
 
@@ -384,11 +385,11 @@ def minmax_table1(rs: ResultSet) -> list[Table]:
 
                 def exact(
                     r: RunInfo, label: str = label, norm: str = norm, eps: float = eps
-                ) -> EvalRow | None:
+                ) -> EvalRecord | None:
                     hits = [
                         e
                         for e in rs.rows(r.id, norm=norm)
-                        if e.row_kind == "attack"
+                        if e.row == "attack"
                         and e.attack == label
                         and "minmax" in e.suite_name
                         and abs(e.eps - eps) < 1e-6
