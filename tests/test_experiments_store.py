@@ -229,3 +229,14 @@ def test_rows_written_before_the_record_read_back_typed(tmp_path: Path) -> None:
     assert (pgd.row, pgd.attack_name, pgd.surrogate, pgd.accuracy) == ("attack", "pgd", "sur", "cumulative")
     assert (worst.row, worst.accuracy) == ("worst-case", "standalone")
     assert "transfer_from" not in pgd.spec and "row" not in pgd.spec
+
+
+def test_an_analysis_stored_under_its_old_name_reads_under_the_new_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    rid = store.add_run({"x": 1}, name="x", seed=0)
+    store.add_analysis(rid, "landscape", {"radius": 0.04})
+    store.add_analysis(rid, "audit", {"status": "pass"})
+    assert [(a["kind"], a["result"]) for a in store.analyses(rid)] == [
+        ("input-surface", {"radius": 0.04}),
+        ("audit", {"status": "pass"}),
+    ]

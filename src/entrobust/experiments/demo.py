@@ -171,7 +171,7 @@ def _definition(
                 "only": geometry_for,
             },
             "fuzziness": {},
-            "landscape": {"resolution": 9 if tiny else 15, "only": geometry_for},
+            "input-surface": {"resolution": 9 if tiny else 15, "only": geometry_for},
             "toy": {
                 "resolution": 21 if tiny else 41,
                 "pgd_steps": 10 if tiny else 30,

@@ -624,17 +624,17 @@ class _Runner:
                 self.analyse_run(a, k, f"{pos + 1}/{len(targets)}")
 
     def analysis_scope(self, a: Any) -> str:
-        from entrobust.experiments.analyses import ANALYSES
+        from entrobust.experiments.analyses import EXPERIMENT_ANALYSES
 
-        return str(ANALYSES.get(a.kind).scope)
+        return str(EXPERIMENT_ANALYSES.get(a.kind).scope)
 
     def analysis_targets(self, a: Any) -> list[int]:
         return [k for k, pr in enumerate(self.plan) if a.only is None or pr.label in a.only]
 
     def _analysis_hash(self, a: Any) -> tuple[Any, dict[str, Any], str]:
-        from entrobust.experiments.analyses import ANALYSES
+        from entrobust.experiments.analyses import EXPERIMENT_ANALYSES
 
-        kind = ANALYSES.get(a.kind)
+        kind = EXPERIMENT_ANALYSES.get(a.kind)
         params = kind.validate(a.params)
         return kind, params, config_hash({"kind": a.kind, "params": params})
 

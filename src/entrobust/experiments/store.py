@@ -639,11 +639,17 @@ class Store:
         return _evaluation(rows[0])
 
     def analyses(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        """``{"id", "run_id", "kind", "result"}`` rows, optionally of one run."""
+        """``{"id", "run_id", "kind", "result"}`` rows, optionally of one run, oldest first; a kind
+        stored under an old name comes under its current one."""
         sql = "SELECT * FROM analyses" + (" WHERE run_id=?" if run_id is not None else "") + " ORDER BY id"
         rows = self._read(sql, (run_id,) if run_id is not None else ())
         return [
-            {"id": r["id"], "run_id": r["run_id"], "kind": r["kind"], "result": json.loads(r["result"])}
+            {
+                "id": r["id"],
+                "run_id": r["run_id"],
+                "kind": _kind(r["kind"]),
+                "result": json.loads(r["result"]),
+            }
             for r in rows
         ]
 
@@ -721,3 +727,10 @@ def _evaluation(r: sqlite3.Row) -> EvalRecord:
         accuracy=str(spec.pop(_ACCURACY, None) or "standalone"), spec=spec, id=int(r["id"]),
         created=float(r["created"]),
     )  # fmt: skip
+
+
+def _kind(stored: str) -> str:
+    """An analysis kind as stored, under its current name (``landscape`` → ``input-surface``)."""
+    from entrobust.experiments.analyses import RENAMED_KINDS
+
+    return RENAMED_KINDS.get(stored, stored)
