@@ -124,6 +124,30 @@ def test_c1_verdicts() -> None:
     _check([(REPRODUCED, good), (NOT_REPRODUCED, bad), (NOT_ENOUGH, none)], "C1")
 
 
+def test_claims_and_tables_read_a_defense_from_one_alias_table() -> None:
+    """A baseline labelled as the tables accept it ("Standard" fills the Normal column) is the
+    claims' Normal model too, and the claims module spells no label list of its own."""
+    import ast
+    import inspect
+
+    from entrobust.report import claims
+    from entrobust.report.results import ALIASES
+
+    s = Study()
+    s.run("Standard", white={0.1: 0.05, 0.3: 0.0})
+    s.run("EntM", white={0.1: 0.40, 0.3: 0.01})
+    assert [r.label for r in s.rs.runs_of("Normal", DS)] == ["Standard"]
+    assert s.verdict("C1") == REPRODUCED
+    presets = [
+        n.value
+        for n in ast.walk(ast.parse(inspect.getsource(claims)))
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.count("/") == 1
+        and n.value.split("/")[0] in ("ru", "atent", "minmax", "kanai")
+    ]  # fmt: skip
+    assert not presets, presets
+    assert {"Normal", "SGD", "Std.", "ℓ2 ATENT"} <= set(ALIASES)
+
+
 def test_c1_numbers_and_sources_trace_to_rows() -> None:
     s = Study()
     s.run("Normal", white={0.1: 0.05, 0.3: 0.0})

@@ -273,6 +273,26 @@ def test_kanai_table_says_its_eps_and_each_rows_example_count() -> None:
     assert (t.eps_text(pgd_row), t.n_text(pgd_row)) == ("0.3", "200")
 
 
+def test_tables_read_each_datasets_own_default_eps() -> None:
+    """One rule for a dataset's main ε: the tables read the ε training and the audit use (digits
+    0.1, not the 0.3 of 28×28 MNIST)."""
+    from entrobust.data.info import DATASET_INFO, default_threat
+    from entrobust.report.results import RunInfo
+
+    run = RunInfo("r1", "AT", "kanai/at", "digits", "lenet5", 0, True, "g")
+    rows = [
+        EvalRecord("r1", "pgd", "PGD-20", "linf", e, 100, 0.9, acc, attack_name="pgd",
+                   spec={"entry": {"attack": "pgd", "kwargs": {"steps": 20}}}, id=i)
+        for i, (e, acc) in enumerate(((0.1, 0.6), (0.3, 0.2)), 1)
+    ]  # fmt: skip
+    (t,) = TABLES.get("kanai-table1").build(ResultSet(runs=[run], evaluations=rows))
+    assert "digits: ℓ∞ ε = 0.1" in t.title
+    assert t.cell("digits (PGD, lenet5)", "AT").mean == pytest.approx(0.6)
+    from entrobust.report.tables import _main_eps
+
+    assert all(_main_eps(d) == default_threat(d)[1] for d in DATASET_INFO)
+
+
 def test_geometry_accuracy_is_in_percent_like_every_other_accuracy(study: Store) -> None:
     rs = ResultSet.from_store(study, experiment="hand")
     (t,) = TABLES.get("geometry").build(rs)

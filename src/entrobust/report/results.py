@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from entrobust.record import EvalRecord
 
-__all__ = ["RECORD_FIELDS", "Cell", "ResultSet", "RunInfo", "normalize_label", "write_csv"]
+__all__ = ["ALIASES", "RECORD_FIELDS", "Cell", "ResultSet", "RunInfo", "normalize_label", "write_csv"]
 
 #: columns of :meth:`ResultSet.to_records` (and of ``entrobust runs --csv``), in order
 RECORD_FIELDS: tuple[str, ...] = (
@@ -44,6 +44,36 @@ RECORD_FIELDS: tuple[str, ...] = (
 )
 
 _EPS_TOL = 1e-6
+
+#: a defense as tables and claims name it (a table column) → the run labels or preset names that
+#: fill it, best first (:meth:`ResultSet.runs_of`); one table, so a table and a claim about the same
+#: defense always read the same runs
+ALIASES: dict[str, tuple[str, ...]] = {
+    "Normal": ("Normal", "ru/normal", "Std", "Standard", "SGD", "atent/sgd", "minmax/std"),
+    "EntM": ("EntM", "ru/entm"),
+    "LS": ("LS", "ru/ls"),
+    "ADP": ("ADP", "ru/adp"),
+    "PAT": ("PAT", "ru/pat"),
+    "TRADES": ("TRADES", "ru/trades", "atent/trades", "kanai/trades"),
+    "PAT-EntM": ("PAT-EntM", "ru/pat-entm"),
+    "PAT-LS": ("PAT-LS", "ru/pat-ls"),
+    "SGD": ("SGD", "atent/sgd", "Normal", "ru/normal", "Std", "minmax/std"),
+    "Entropy SGD": ("Entropy-SGD", "EntropySGD", "atent/entropy-sgd"),
+    "ℓ∞ PGD-AT": ("PGD-AT", "ℓ∞ PGD-AT", "atent/pgd-at", "PGD-AT(E)", "atent/pgd-at-e", "AT", "kanai/at"),
+    "MMA": ("MMA",),
+    "MART": ("MART", "atent/mart"),
+    "ℓ∞ ATENT": ("ℓ∞-ATENT", "linf-ATENT", "atent/linf-atent"),
+    "ℓ2 ATENT": ("ℓ2-ATENT", "l2-ATENT", "atent/l2-atent"),
+    "Std.": ("Std", "minmax/std", "Normal", "ru/normal", "SGD", "atent/sgd"),
+    "Std.+L1": ("Std+L1", "minmax/std-l1"),
+    "Std.+L2": ("Std+L2", "minmax/std-l2"),
+    "Min-Max": ("Min-Max", "minmax/min-max"),
+    "Adv.": ("Adv", "minmax/adv"),
+    "AT": ("AT", "kanai/at"),
+    "AT+EnSGD": ("AT+EnSGD", "kanai/at-ensgd"),
+    "AWP": ("AWP", "kanai/awp"),
+    "AWP+EnSGD": ("AWP+EnSGD", "kanai/awp-ensgd"),
+}
 
 
 def normalize_label(s: str) -> str:
@@ -309,6 +339,11 @@ class ResultSet:
                 order = {r.id: i for i, r in enumerate(self.runs)}  # runs come oldest first
                 return max(groups.values(), key=lambda g: (len(g), max(order[r.id] for r in g)))
         return []
+
+    def runs_of(self, column: str, dataset: str | None = None) -> list[RunInfo]:
+        """The runs that fill defense ``column`` (a key of :data:`ALIASES`, else a label) on
+        ``dataset``: :meth:`runs_for` of its labels."""
+        return self.runs_for(ALIASES.get(column, (column,)), dataset)
 
     def rows(
         self, run_id: str, *, transfer: bool | None = False, norm: str | None = None
