@@ -63,6 +63,7 @@ from entrobust.attacks.base import frozen, margin_of
 from entrobust.attacks.engine import accuracy_over_draws
 from entrobust.diagnostics._util import DataLike, as_xy, model_device, pyplot
 from entrobust.errors import ConfigError
+from entrobust.evaluation.robust import clean_correct, robust_correct
 from entrobust.evaluation.sharding import on_main, sharded_map
 from entrobust.io import atomic_write_text
 
@@ -335,14 +336,7 @@ def _still_correct(model: nn.Module, x: Tensor, y: Tensor, draws: int) -> Tensor
 
 
 def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, draws: int = 1) -> Tensor:
-    dev = model_device(model)
-
-    def one(xb: Tensor, yb: Tensor) -> Tensor:
-        return _still_correct(model, xb.to(dev), yb.to(dev), draws).cpu()
-
-    with frozen(model, "eval"), torch.no_grad():
-        out = _per_batch(one, x, y, batch_size)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+    return clean_correct(model, x, y, batch_size=batch_size, draws=draws)
 
 
 def _attack_correct(
@@ -364,16 +358,7 @@ def _attack_correct(
         if idx.numel():
             mask[idx] = _attack_correct(model, attack, x[idx], y[idx], batch_size, draws)
         return mask
-    dev = model_device(model)
-
-    def one(xb: Tensor, yb: Tensor) -> Tensor:
-        xb, yb = xb.to(dev), yb.to(dev)
-        x_adv = attack(model, xb, yb)
-        with frozen(model, "eval"), torch.no_grad():
-            return _still_correct(model, x_adv, yb, draws).cpu()
-
-    out = _per_batch(one, x, y, batch_size)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+    return robust_correct(model, attack, x, y, batch_size=batch_size, draws=draws)
 
 
 def _eps_curve(
