@@ -155,6 +155,35 @@ def test_ru_table_layout_mean_std_and_not_run(study: Store) -> None:
     assert t.cell(black_key, "Normal").empty
 
 
+def test_tables_leave_out_rows_and_columns_that_never_ran_and_name_them(study: Store) -> None:
+    rs = ResultSet.from_store(study, experiment="hand")
+    t = next(t for t in build_tables(rs) if t.name == "ru-table1")
+    assert t.columns == ["Normal", "EntM", "PAT", "PAT-EntM"]  # LS, ADP, TRADES, PAT-LS: no runs
+    assert t.column_groups == [("", 1), ("Without AT", 1), ("With AT", 2)]
+    assert [t.label(r) for r in t.rows] == ["Clean", "FGSM_32", "PGD10-32", "PGD10-32"]
+    assert t.row_groups == [("", 1), ("White-Box", 2), ("Black-Box", 1)]
+    assert sum(span for _, span in t.row_groups) == len(t.rows)
+    assert all(row in t.rows and col in t.columns for row, col in t.cells)
+    (note,) = [n for n in t.notes if n.startswith("Not run")]
+    assert "columns LS, ADP, TRADES, PAT-LS" in note and "PGD10-48" in note and "reproduction scale" in note
+    assert "PGD10-32" not in note.split("columns")[0]  # a row that ran is not named
+
+
+def test_prune_drops_an_emptied_group_and_keeps_a_full_table_whole() -> None:
+    from entrobust.report.results import Cell
+    from entrobust.report.tables import Table
+
+    t = Table("t", "T", "src", ["a", "b", "c"], ["x", "y", "z"])
+    t.column_groups = [("G1", 1), ("G2", 2)]
+    t.row_groups = [("R1", 2), ("R2", 1)]
+    t.cells[("a", "y")] = Cell(values=[0.5], percent=True)
+    t.cells[("b", "z")] = Cell(values=[0.25], percent=True)
+    rows, cols = t.prune()
+    assert (rows, cols) == (["c"], ["x"])
+    assert t.column_groups == [("G2", 2)] and t.row_groups == [("R1", 2)]
+    assert t.prune() == ([], [])  # nothing left to drop
+
+
 def test_every_cell_traces_to_stored_rows(study: Store) -> None:
     rs = ResultSet.from_store(study, experiment="hand")
     tables = build_tables(rs)

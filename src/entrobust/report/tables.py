@@ -15,8 +15,10 @@ name                    layout (source)
 ``geometry``            RU Table 4 rows (margin, ‖∇ₓf‖₂, normalized margin, Q_f, correlation) per model
 ======================  ==============================================================================
 
-Cells hold mean ± std over seeds and the ids of the rows behind them; a cell without data says
-"not run". Every row shows the ε and the number of test examples n of its cells, and an attack row
+Cells hold mean ± std over seeds and the ids of the rows behind them. Rows and columns with no
+stored number at all are left out, and one note line names them (a demo-scale study shows what it
+ran); a single cell without data in a row that has some says "not run". Every row shows the ε
+and the number of test examples n of its cells, and an attack row
 named in RU notation also says plainly what ran (``PGD10-48`` = "PGD, 10 steps, ε = 48/255"). A
 row that exists twice, white-box and black-box, is one row *key* per setting with the same label
 and an explicit ``setting`` (``report.json`` gives it as a field). A cell filled by a substitute
@@ -117,6 +119,21 @@ class Table:
     def filled(self) -> int:
         return sum(1 for c in self.cells.values() if not c.empty)
 
+    def prune(self) -> tuple[list[str], list[str]]:
+        """Drop the rows and columns with no stored number at all; return the labels of what was
+        dropped (rows, columns), so the table shows what ran and one line can name the rest.
+        Row and column groups shrink with their members; an emptied group goes."""
+        empty_rows = [r for r in self.rows if all(self.cell(r, c).empty for c in self.columns)]
+        empty_cols = [c for c in self.columns if all(self.cell(r, c).empty for r in self.rows)]
+        if not empty_rows and not empty_cols:
+            return [], []
+        self.row_groups = _shrink(self.row_groups, self.rows, set(empty_rows))
+        self.column_groups = _shrink(self.column_groups, self.columns, set(empty_cols))
+        self.rows = [r for r in self.rows if r not in empty_rows]
+        self.columns = [c for c in self.columns if c not in empty_cols]
+        self.cells = {k: v for k, v in self.cells.items() if k[0] in self.rows and k[1] in self.columns}
+        return [self.label(r) for r in empty_rows], empty_cols
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -140,6 +157,24 @@ class Table:
             ],
             "notes": self.notes,
         }
+
+
+def _shrink(groups: list[tuple[str, int]], members: list[str], gone: set[str]) -> list[tuple[str, int]]:
+    """``groups`` (name, span over ``members`` in order) without the members in ``gone``."""
+    out, i = [], 0
+    for name, span in groups:
+        kept = sum(1 for m in members[i : i + span] if m not in gone)
+        i += span
+        if kept:
+            out.append((name, kept))
+    return out
+
+
+#: what names the rows and columns a table leaves out (a study at a smaller scale than the papers')
+NOT_RUN_NOTE = (
+    "Not run in these results, so not shown: {what}. The reproduction scale fills every cell ({how})."
+)
+REPRODUCE_HOW = "docs/experiments.md, “Reproduction scale”"
 
 
 TableBuilder = Callable[[ResultSet], list[Table]]
@@ -174,6 +209,17 @@ def build_tables(rs: ResultSet, names: Sequence[str] = ()) -> list[Table]:
     for name in names or TABLES.names():
         for t in TABLES.get(name).build(rs):
             if t.filled:
+                rows, cols = t.prune()
+                what = "; ".join(
+                    part
+                    for part in (
+                        f"rows {', '.join(rows)}" if rows else "",
+                        f"columns {', '.join(cols)}" if cols else "",
+                    )
+                    if part
+                )
+                if what:
+                    t.notes.append(NOT_RUN_NOTE.format(what=what, how=REPRODUCE_HOW))
                 flag_table(rs, t)
                 out.append(t)
     return out
