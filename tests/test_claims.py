@@ -393,6 +393,9 @@ def test_mcnemar_matches_scipy_and_a_hand_computation() -> None:
     assert p == pytest.approx(2 * (1 + 12 + 66) / 4096, rel=1e-12)
     assert p == pytest.approx(binomtest(10, 12, 0.5).pvalue, rel=1e-12)
     assert stats.mcnemar_exact([True, False], [True, False])[0] == 1.0  # no discordant pair
+    for n10, n01 in [(0, 1), (3, 3), (7, 2), (0, 40), (55, 61), (130, 90), (1, 400)]:
+        p = stats.mcnemar_exact([True] * n10 + [False] * n01, [False] * n10 + [True] * n01)[0]
+        assert p == pytest.approx(binomtest(n10, n10 + n01, 0.5).pvalue, rel=1e-9, abs=1e-300)
     with pytest.raises(ValueError, match="equal lengths"):
         stats.mcnemar_exact([True], [True, False])
 
