@@ -777,6 +777,26 @@ class _Runner:
                     )
         return out
 
+    def dispatch_order(self, unit: _Unit) -> tuple[int, float]:
+        """Sort key of the worker pool among ready units: trainings first (everything waits for
+        them), then the rest longest first by a rough guess of the work (AutoAttack / Square
+        suites over plain attacks, audits over other analyses, adversarially trained models —
+        which stay robust, so every attack runs to its end — over the others), so that no long unit
+        is left for last while a worker idles. Only the order changes; every unit computes the
+        same numbers wherever and whenever it runs."""
+        if unit.kind == "train":
+            return (0, 0.0)
+        if unit.kind == "analyse-study":
+            return (2, 0.0)
+        i, k = unit.args[0], unit.args[1]
+        robust = 3.0 if self.plan[k].adversarial else 1.0
+        if unit.kind == "evaluate":
+            ev = self.exp.evaluations[i]
+            heavy = 20.0 if any(w in ev.suite for w in ("autoattack", "square")) else 1.0
+            return (1, -heavy * robust * float(ev.max_examples or 1000) * max(len(ev.eps), 1))
+        kind = self.exp.analyses[i].kind
+        return (1, -{"audit": 1000.0, "fuzziness": 1.0}.get(kind, 100.0) * robust)
+
     def unit_is_done(self, unit: _Unit) -> bool:
         """True when ``unit`` would only log "done before, skipped" (the parent then runs it itself
         instead of starting a worker for it)."""
@@ -917,7 +937,8 @@ def _run_units(
     r: _Runner, units: list[_Unit], workers: int, threads: int, progress: bool
 ) -> dict[str, float]:
     """Run ``units`` over ``workers`` spawned processes, each unit once its dependencies are done,
-    in the in-process order among those ready; units already done are skipped here without a
+    trainings first, then the longest guessed first among those ready
+    (:meth:`_Runner.dispatch_order`); units already done are skipped here without a
     worker. A failed unit (its training run is marked ``failed``) stops the units that wait for it;
     the others go on, and the first error is raised at the end. This process schedules and holds
     the workspace lock; workers write their results through the store's retrying API, exactly as
@@ -926,7 +947,7 @@ def _run_units(
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
     log = r.log
-    waiting = list(units)
+    waiting = sorted(units, key=r.dispatch_order)  # stable: the in-process order among equals
     done: set[str] = set()
     failed: set[str] = set()
     errors: list[BaseException] = []
