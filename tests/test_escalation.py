@@ -285,3 +285,52 @@ def test_batched_steps_curve_equals_separate_pgd_runs(grid: tuple[int, ...]) -> 
     batched = _steps_curve(model, threat, x, y, clean, grid, sizes, 16, 1, 0, 1)
     assert [round(v * 30) for v in batched] == separate
     assert len(set(separate)) > 1  # the curve moves: the comparison can fail
+
+
+# ------------------------------------------------------------------------------------ the CLI
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from entrobust.checkpoint import save_checkpoint
+    from entrobust.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("lenet5", dataset="digits", input_size=8)
+    stem = tmp_path_factory.mktemp("run") / "best"
+    save_checkpoint(stem, model, metadata={"recipe": {"method": {"adversary": {"kind": "none"}}}})
+    return stem
+
+
+def test_audit_from_eval_reuses_the_saved_evaluation(
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from entrobust.cli import main
+
+    ev = tmp_path / "ev.json"
+    common = ["--eps", "0.1", "--no-progress"]
+    assert main(["eval", str(ckpt), "--suite", "pgd:steps=5", "--n", "60", "--json", str(ev), *common]) == 0
+    doc = json.loads(ev.read_text())
+    broken = {r["index"] for r in doc["examples"] if not r["robust"]}
+    out = tmp_path / "audit"
+    args = ["audit", str(ckpt), "--eps", "0.1", "--n", "60", "--out", str(out), "--quiet"]
+    args += ["--checks", "random-search,strong-attack", "--random-search-samples", "50"]
+    assert main([*args, "--from-eval", str(ev)]) == 0
+    report = json.loads((out / "audit.json").read_text())
+    assert report["settings"]["from_eval"] == str(ev)
+    assert 0 < report["settings"]["known_broken"] <= len(broken)  # the audited ones it broke
+    strong = next(c for c in report["checks"] if c["name"] == "strong-attack")
+    assert strong["evidence"]["reference_accuracy"] == pytest.approx(doc["robust_accuracy_by_eps"][0][1])
+
+
+def test_eval_adaptive_prints_its_evidence_and_adds_the_rows(
+    ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from entrobust.cli import main
+
+    args = ["eval", str(ckpt), "--suite", "fgsm", "--eps", "0.1", "--n", "16", "--no-progress"]
+    assert main([*args, "--adaptive"]) == 0
+    text = capsys.readouterr().out
+    assert "adaptive: no stored audit; probing 64 points" in text
+    assert "square(n_queries=5000, p_init=0.8)" in text  # the documented default row ran
+    assert "the worst case covers every row" in text

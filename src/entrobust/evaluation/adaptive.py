@@ -50,6 +50,7 @@ __all__ = [
     "broken_indices",
     "escalation",
     "nondifferentiable_modules",
+    "stored_accuracy",
 ]
 
 #: added by ``--adaptive`` whatever the evidence: gradient-free, so masking cannot hide from it
@@ -257,6 +258,17 @@ def broken_indices(source: Any, eps: float, norm: str = "linf") -> Tensor:
         return source.indices[~mask].to(torch.long).sort().values
     rows = list(source)
     return torch.tensor(sorted(int(r["idx"]) for r in rows if r.get("success")), dtype=torch.long)
+
+
+def stored_accuracy(path: str | os.PathLike[str], eps: float, norm: str = "linf") -> float:
+    """The worst-case robust accuracy at ``eps`` of an evaluation saved by ``entrobust eval --save``
+    or ``--json`` (the audit's ``reference_accuracy``); :class:`ConfigError` when it has none."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    if doc.get("norm") == norm:
+        for e, acc in doc.get("robust_accuracy_by_eps", []):
+            if abs(float(e) - eps) <= 1e-6:
+                return float(acc)
+    raise ConfigError(f"{path} has no robust accuracy at {norm} eps={eps:g}")
 
 
 def _broken_from_json(doc: Mapping[str, Any], eps: float, norm: str, path: Path) -> Tensor:
