@@ -182,6 +182,13 @@ def test_run_adaptive_escalates_a_flagged_model_and_reports_the_lower_worst_case
     assert "adaptive AT" in text and "adaptive worst case" in text
     (line,) = r.flag_summary()
     assert line.startswith("⚑ AT:") and "adaptive ε=0.3" in line
+    # the report: the plain row is overstated next to the escalated worst case, and flagged
+    from entrobust.report import ResultSet, build_tables
+
+    (t,) = build_tables(ResultSet.from_store(r.store.raw, experiment="escalate"), ["atent-table2"])
+    cell = t.cell("ℓ∞ PGD-AT", "ℓ∞ PGD-20 ε=0.3")
+    assert "‼" in cell.text() and "⚑" in cell.text()
+    assert any("overstated" in note and "apgd-dlr says" in note for note in t.notes)
     # resumable: done once, skipped after; the audit's reference ignores the escalation
     assert r.unit_is_done(units["adaptive:0"])
     r.escalate_one(0)
