@@ -34,6 +34,11 @@ Thresholds live in :class:`AuditThresholds` (documented there); every accuracy c
 the tolerance ``max(tolerance, 2/n)`` so that one or two examples of sampling noise never fail a
 check. The report passes when no check fails.
 
+Cost: the ε curve and the steps curve each run as one stacked pass (per-example ε; per-example
+step size with checkpoints of the longest run of each step size), only clean-correct points are
+attacked, and ``known_broken`` hands the audit the points a stored evaluation already broke, which
+the random search, Square and the strong attack then skip (``benchmarks/bench_audit.py``).
+
 Under ``torch.distributed`` (``torchrun``) every per-example pass splits its batches round-robin
 over the ranks and gathers the per-example outcomes in batch order
 (:func:`entrobust.evaluation.sharding.sharded_map`); every attack is seeded with ``seed`` and a
