@@ -70,6 +70,9 @@ class AnalysisContext:
     #: the strongest stored white-box evaluation of this run at the analysis' threat (the audit's
     #: ``strong-attack`` reference): ``{"accuracy", "attack", "n", "evaluation"}``, or None
     reference: dict[str, Any] | None = None
+    #: test-set indices a stored evaluation at the audit's threat already broke: the audit reuses
+    #: them instead of attacking them again (``audit(..., known_broken=...)``)
+    known_broken: list[int] | None = None
     out_dir: Path | None = None
     seed: int = 0
     log: Callable[[str], Any] = field(default=lambda _m: None)
@@ -245,6 +248,8 @@ def _audit(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     }
     if ctx.reference is not None:
         kwargs["reference_accuracy"] = float(ctx.reference["accuracy"])
+    if ctx.known_broken:
+        kwargs["known_broken"] = list(ctx.known_broken)
     if p["checks"]:
         kwargs["checks"] = list(p["checks"])
     if p["eps_factors"]:

@@ -33,7 +33,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +51,7 @@ __all__ = [
     "evaluation_records",
     "run_experiment",
     "store_path",
+    "stored_broken",
     "strongest_stored",
     "unit_threads",
 ]
@@ -289,6 +290,77 @@ def evaluation_records(
     return records
 
 
+def _escalated_rows(
+    result: Any,
+    spec: EvaluationSpec,
+    run_id: str,
+    base: EvalRecord | None,
+    base_examples: list[dict[str, Any]],
+    robust: Any,
+    info: dict[str, Any],
+) -> list[EvalRecord]:
+    """Store records of an escalation (see :meth:`_Runner.escalate_one`). With a base evaluation
+    the added rows ran only on its ``robust`` points: accuracies are counted over the base's ``n``
+    points (a point the base broke stays broken), examples carry test-set indices, and the
+    worst-case row marks every base point. Without one they are the result's own records."""
+    extra = {"adaptive": info}
+    if base is None:
+        assert result is not None
+        return evaluation_records(result, spec, run_id, extra=extra)
+    n = int(base.n)
+    fooled: set[int] = set()
+    records: list[EvalRecord] = []
+    base_spec = {"evaluation": spec.key(), **extra}
+    if result is not None:
+        for rec in evaluation_records(result, spec, run_id, extra=extra):
+            local = tuple(dict(e, idx=int(robust[int(e["idx"])])) for e in rec.examples or ())
+            if rec.row == "worst-case":
+                fooled = {int(e["idx"]) for e in local if e["success"]}
+                continue
+            if rec.row == "clean":
+                continue
+            # a step row: its accuracy over the m robust points, counted over the base's n
+            records.append(
+                replace(
+                    rec,
+                    n=n,
+                    clean_acc=base.clean_acc,
+                    robust_acc=float(rec.robust_acc) * rec.n / n,
+                    examples=local,
+                )
+            )
+    worst = tuple(
+        {"idx": int(e["idx"]), "success": bool(e["success"]) or int(e["idx"]) in fooled}
+        for e in base_examples
+    )
+    acc = sum(not w["success"] for w in worst) / max(n, 1)
+    common: dict[str, Any] = {"run_id": run_id, "evaluation": spec.name, "norm": base.norm, "n": n}
+    common["clean_acc"] = base.clean_acc
+    records.insert(
+        0,
+        EvalRecord(attack="clean", row="clean", eps=0.0, robust_acc=base.clean_acc, spec=base_spec, **common),
+    )
+    records.append(
+        EvalRecord(
+            attack="worst-case",
+            row="worst-case",
+            eps=float(base.eps),
+            robust_acc=acc,
+            spec=base_spec,
+            examples=worst,
+            **common,
+        )
+    )
+    return records
+
+
+def _evaluation_name(e: EvalRecord) -> str:
+    """How the flag summary names a stored worst-case row's evaluation."""
+    if e.spec.get("adaptive"):
+        return "adaptive"
+    return e.evaluation.split(" ")[0] or "?"
+
+
 def _num(v: Any) -> float | None:
     f = float(v)
     return None if f != f else f
@@ -301,7 +373,10 @@ def strongest_stored(store: Any, run_id: str, eps: float, norm: str) -> dict[str
     rows = [
         e
         for e in store.evaluations(run_id, norm=norm)
-        if abs(float(e.eps) - eps) < 1e-6 and e.row != "clean" and not e.transfer
+        if abs(float(e.eps) - eps) < 1e-6
+        and e.row != "clean"
+        and not e.transfer
+        and not e.spec.get("adaptive")  # an escalation follows the audit, never feeds it
     ]
     if not rows:
         return None
@@ -309,6 +384,19 @@ def strongest_stored(store: Any, run_id: str, eps: float, norm: str) -> dict[str
     suite = best.suite_name or best.evaluation
     what = best.attack if best.attack != "worst-case" else f"worst case of {suite}"
     return {"accuracy": float(best.robust_acc), "attack": what, "n": int(best.n), "evaluation": best.id}
+
+
+def stored_broken(store: Any, run_id: str, eps: float, norm: str) -> list[int]:
+    """Test-set indices that any stored white-box worst-case row of ``run_id`` at (``eps``,
+    ``norm``) or a smaller ε broke (escalations excluded) — the points the audit reuses instead of
+    attacking them again (``audit(..., known_broken=...)``)."""
+    out: set[int] = set()
+    for e in store.evaluations(run_id, norm=norm):
+        if e.row != "worst-case" or e.transfer or e.spec.get("adaptive"):
+            continue
+        if float(e.eps) <= eps + 1e-6:
+            out.update(int(r["idx"]) for r in store.examples(e.id) if r.get("success"))
+    return sorted(out)
 
 
 def audit_flag(label: str, audit: dict[str, Any] | None) -> str | None:
@@ -667,6 +755,12 @@ class _Runner:
             self.log.count(stage, "skipped")
             self.log(f"analysis {a.kind} {pos} {_describe(pr)}: done before, skipped")
             return
+        broken = None
+        if a.kind == "audit":
+            from entrobust.experiments.analyses import audit_threat
+
+            norm, eps = audit_threat(pr.dataset, params)
+            broken = stored_broken(self.store, rid, eps, norm)
         self.log(f"analysis {a.kind} {pos} {_describe(pr)}")
         t0 = time.perf_counter()
         ctx = AnalysisContext(
@@ -676,6 +770,7 @@ class _Runner:
             train=self.dataset(pr.dataset, "train", pr.config.data_root),
             surrogate=self.model(sur) if sur is not None else None,
             reference=ref,
+            known_broken=broken,
             out_dir=self.run_dir(rid) if distributed.is_main() else self._scratch(),
             seed=pr.seed,
             log=lambda m: self.log("  " + m),
@@ -707,7 +802,143 @@ class _Runner:
         key: dict[str, Any] = {"spec": spec_hash, "surrogate": self.ids[sur] if sur is not None else None}
         if ref is not None:
             key["reference"] = round(float(ref["accuracy"]), 9)
+            # the reused broken points come from the same stored evaluations as the reference
+            key["broken"] = config_hash({"idx": stored_broken(self.store, self.ids[k], eps, norm)})
         return sur, ref, config_hash(key)
+
+    # ----------------------------------------------------------------- escalation (--adaptive)
+    def escalate_all(self) -> None:
+        for k in self.audited():
+            self.escalate_one(k)
+
+    def audited(self) -> list[int]:
+        """The runs the experiment audits (each gets an escalation unit under ``--adaptive``)."""
+        out: list[int] = []
+        for a in self.exp.analyses:
+            if a.kind == "audit":
+                out += [k for k in self.analysis_targets(a) if k not in out]
+        return out
+
+    def _escalation_inputs(self, k: int) -> tuple[dict[str, Any] | None, Any, int | None, str]:
+        """Run ``k``'s stored audit when it warned or failed (else None), the stored worst-case row
+        the escalation continues (the lowest at the audit's ε, with per-example outcomes), the
+        surrogate run and the stage hash (changes with any of them)."""
+        audit = self.store.analysis(self.ids[k], "audit")
+        if not audit or audit.get("status") not in ("warn", "fail"):
+            return None, None, None, ""
+        th = audit.get("threat") or {}
+        norm, eps = str(th.get("norm", "linf")), float(th.get("eps", 0.0))
+        rows = [
+            e
+            for e in self.store.evaluations(self.ids[k], norm=norm)
+            if e.row == "worst-case"
+            and abs(float(e.eps) - eps) < 1e-6
+            and not e.transfer
+            and not e.spec.get("adaptive")
+        ]
+        base = min(rows, key=lambda e: (e.robust_acc, -e.n, e.id)) if rows else None
+        sur = self.normal_for(k)
+        key = {
+            "audit": config_hash({"checks": audit.get("checks"), "threat": th}),
+            "base": None if base is None else [base.id, round(float(base.robust_acc), 9), base.n],
+            "surrogate": self.ids[sur] if sur is not None else None,
+        }
+        return audit, base, sur, config_hash(key)
+
+    def escalate_one(self, k: int) -> None:
+        """``--adaptive``: after run ``k``'s audit warned or failed, evaluate the rows its evidence
+        calls for (:func:`entrobust.evaluation.adaptive.escalation`) at the audit's threat, on the
+        points the strongest stored evaluation there left robust, and store the result as the
+        evaluation ``adaptive`` — its worst-case row is the per-example worst case over that
+        evaluation and the added rows, on the same points. Resumable like any evaluation."""
+        import torch
+
+        from entrobust.evaluation import evaluate, get_suite
+        from entrobust.evaluation.adaptive import escalation, nondifferentiable_modules
+        from entrobust.evaluation.suites import concat
+
+        pr, rid = self.plan[k], self.ids[k]
+        stage = "eval:adaptive"
+        audit, base, sur, h = self._escalation_inputs(k)
+        if audit is None:
+            self.log(f"adaptive {_describe(pr)}: the audit passed (or is missing), nothing to escalate")
+            return
+        if self.store.stage_done(rid, stage, h):
+            self.log.count(stage, "skipped")
+            self.log(f"adaptive {_describe(pr)}: done before, skipped")
+            return
+        th = audit.get("threat") or {}
+        norm, eps = str(th.get("norm", "linf")), float(th.get("eps", 0.0))
+        model = self.model(k)
+        test = self.dataset(pr.dataset, "test", pr.config.data_root)
+        from entrobust.diagnostics._util import as_xy
+
+        x_all, y_all = as_xy(test)
+        stochastic = bool((audit.get("settings") or {}).get("stochastic", False))
+        esc = escalation(
+            audit,
+            stochastic=stochastic,
+            surrogate=sur is not None,
+            nondifferentiable=nondifferentiable_modules(model, x_all[:8].float()),
+        )
+        suite: Any = get_suite(",".join(esc.rows), pr.dataset)
+        if esc.transfer and sur is not None:
+            black_box = _transfer_suite("pgd:steps=20", pr.dataset, self.model(sur), self.ids[sur])
+            suite = concat([suite, black_box])
+        status = str(audit["status"]).upper()
+        self.log(
+            f"adaptive {_describe(pr)}: audit {status} → adding {', '.join(esc.rows)}"
+            + (" + transfer PGD" if esc.transfer else "")
+        )
+        for reason in esc.reasons:
+            self.log(f"  {reason}")
+        for advice in esc.advice:
+            self.log(f"  ADVICE: {advice}")
+        t0 = time.perf_counter()
+        base_examples = self.store.examples(base.id) if base is not None else []
+        spec = EvaluationSpec(name="adaptive", suite=",".join(esc.rows), eps=(eps,), norm=norm)
+        state = self.run_dir(rid) / "eval" / f"adaptive-{h}"
+        if base_examples:
+            left = [int(r["idx"]) for r in base_examples if not r["success"]]
+            robust = torch.tensor(left, dtype=torch.long)
+            data: Any = (x_all[robust], y_all[robust])
+        else:
+            robust, data = None, test
+        result = None
+        if robust is None or robust.numel():
+            result = evaluate(
+                model,
+                data,
+                suite,
+                eps=[eps],
+                norm=norm,
+                state_path=state,
+                progress=self.progress,
+                seed=0,
+                keep_examples=False,
+                dataset=pr.dataset,
+                max_examples=None if robust is not None else int(audit.get("n") or 200),
+            )
+        info = {
+            "escalates": None if base is None else base.id,
+            "base_accuracy": None if base is None else float(base.robust_acc),
+            "audit_status": audit.get("status"),
+            "evidence": esc.evidence,
+            "added": list(esc.rows) + (["transfer-pgd"] if esc.transfer else []),
+            "reasons": list(esc.reasons),
+            "advice": list(esc.advice),
+        }
+        records = _escalated_rows(result, spec, rid, base, base_examples, robust, info)
+        self.store.replace_evaluations(rid, "adaptive", records, stage=(stage, h))
+        if distributed.is_main():
+            shutil.rmtree(state, ignore_errors=True)
+        self.log.count(stage, "ran")
+        worst = next(r.robust_acc for r in records if r.row == "worst-case")
+        was = f" (plain {_fmt_pct(base.robust_acc)})" if base is not None else ""
+        self.log(
+            f"  adaptive worst case at {norm} ε={eps:.3g}: {_fmt_pct(worst)}{was} "
+            f"({time.perf_counter() - t0:.1f}s)"
+        )
 
     def strongest_stored(self, k: int, eps: float, norm: str) -> dict[str, Any] | None:
         """:func:`strongest_stored` for run ``k``."""
@@ -725,7 +956,7 @@ class _Runner:
             if not flag:
                 continue
             worst = [
-                f"{e.evaluation.split(' ')[0] or '?'} ε={float(e.eps):.3g}: {_fmt_pct(e.robust_acc)}"
+                f"{_evaluation_name(e)} ε={float(e.eps):.3g}: {_fmt_pct(e.robust_acc)}"
                 for e in self.store.evaluations(self.ids[k])
                 if e.row == "worst-case" and not e.transfer
             ]
@@ -733,7 +964,7 @@ class _Runner:
         return lines
 
     # ----------------------------------------------------------------- units (parallel runner)
-    def units(self, stages: Sequence[str]) -> list[_Unit]:
+    def units(self, stages: Sequence[str], adaptive: bool = False) -> list[_Unit]:
         """Every unit of work of ``stages`` in the in-process order, each with the units it waits
         for: an evaluation waits for its run's training (and a transfer evaluation for its
         surrogate's), a run analysis for its run's training (the audit also for its normal
@@ -775,6 +1006,9 @@ class _Runner:
                     out.append(
                         _Unit(f"analysis:{a.kind}:{k}", "analyse", (i, k, f"{pos + 1}/{len(targets)}"), need)
                     )
+            if adaptive:  # --adaptive: each audited run's escalation waits for its audit
+                for k in self.audited():
+                    out.append(_Unit(f"adaptive:{k}", "escalate", (k,), (f"analysis:audit:{k}",)))
         return out
 
     def dispatch_order(self, unit: _Unit) -> tuple[int, float]:
@@ -814,6 +1048,9 @@ class _Runner:
                 return True
             h = config_hash({"evaluation": ev.key(), "surrogate": self.ids[sur] if sur is not None else None})
             return bool(self.store.stage_done(self.ids[k], f"eval:{ev.name}", h))
+        if unit.kind == "escalate":
+            audit, _, _, h = self._escalation_inputs(unit.args[0])
+            return audit is None or bool(self.store.stage_done(self.ids[unit.args[0]], "eval:adaptive", h))
         a = self.exp.analyses[unit.args[0]]
         _, _, spec_hash = self._analysis_hash(a)
         if unit.kind == "analyse-study":
@@ -833,6 +1070,8 @@ class _Runner:
         elif unit.kind == "analyse":
             i, k, pos = unit.args
             self.analyse_run(self.exp.analyses[i], k, pos)
+        elif unit.kind == "escalate":
+            self.escalate_one(unit.args[0])
         else:
             self.analyse_study(self.exp.analyses[unit.args[0]])
 
@@ -930,7 +1169,13 @@ def _worker_run(
     return log.counts, log.lines
 
 
-_UNIT_STAGE = {"train": "train", "evaluate": "evaluate", "analyse": "analyse", "analyse-study": "analyse"}
+_UNIT_STAGE = {
+    "train": "train",
+    "evaluate": "evaluate",
+    "analyse": "analyse",
+    "analyse-study": "analyse",
+    "escalate": "analyse",
+}
 
 
 def _run_units(
@@ -1029,6 +1274,7 @@ def run_experiment(
     on_stage: Callable[[str], Any] | None = None,
     wait: bool = False,
     workers: int | None = 1,
+    adaptive: bool = False,
 ) -> ExperimentResult:
     """Run (or resume) ``exp`` in ``workspace``; see the module docstring.
 
@@ -1057,6 +1303,9 @@ def run_experiment(
             for the three of them before the first unit starts.
         wait: wait for another process running in the workspace instead of failing.
         workers: worker processes (see above); the lock stays with this process.
+        adaptive: after each audit that warned or failed, evaluate that run again with the rows
+            its evidence calls for and store the escalated worst case as the evaluation
+            ``adaptive`` (:meth:`_Runner.escalate_one`; ``entrobust run --adaptive``).
     """
     from contextlib import ExitStack
 
@@ -1078,7 +1327,9 @@ def run_experiment(
             raise WorkspaceBusyError(busy)
         if distributed.world_size() > 1:
             n = 1  # data-parallel under torchrun: the ranks share every unit
-        return _run_experiment(exp, workspace, log, progress, report, report_dir, stages, on_stage, n)
+        return _run_experiment(
+            exp, workspace, log, progress, report, report_dir, stages, on_stage, n, adaptive
+        )
 
 
 def _run_experiment(
@@ -1091,6 +1342,7 @@ def _run_experiment(
     stages: Sequence[str],
     on_stage: Callable[[str], Any] | None,
     workers: int = 1,
+    adaptive: bool = False,
 ) -> ExperimentResult:
     """:func:`run_experiment` once the workspace lock is held."""
     ws = Path(workspace)
@@ -1110,7 +1362,7 @@ def _run_experiment(
         f"{len(exp.analyses)} analysis kind(s); workspace {ws}")  # fmt: skip
     r.register()
     if workers > 1:
-        units = r.units(stages)
+        units = r.units(stages, adaptive)
         log(f"== {', '.join(st for st in ('train', 'evaluate', 'analyse') if st in stages)} "
             f"({len(units)} units, {workers} worker processes × "
             f"{unit_threads(exp.threads, workers)} thread(s)) ==")  # fmt: skip
@@ -1126,6 +1378,8 @@ def _run_experiment(
         t0 = time.perf_counter()
         log(f"== {name} ==")
         fn()
+        if name == "analyse" and adaptive:
+            r.escalate_all()
         out.seconds[name] = time.perf_counter() - t0
     if {"evaluate", "analyse"} & set(stages):
         # a flagged model's robust accuracies never scroll by without the flag beside them
