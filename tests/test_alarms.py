@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from entrobust.attacks import ThreatModel
 from entrobust.diagnostics.obfuscation import AUDIT_CHECKS, audit
-from entrobust.experiments.runner import Progress, _Runner, audit_flag, evaluation_rows, strongest_stored
+from entrobust.experiments.runner import Progress, _Runner, audit_flag, evaluation_records, strongest_stored
 from entrobust.experiments.spec import EvaluationSpec, experiment_from_dict
 from entrobust.experiments.store import Store
 from entrobust.report import ResultSet, build_tables
@@ -146,10 +146,10 @@ def test_the_audit_gets_the_strongest_stored_result_as_its_reference(
 def test_the_audit_notices_an_attack_weaker_than_the_stored_one() -> None:
     """The audit's own PGD and APGD are stuck on a zero-gradient model; a stored gradient-free
     result (reference) says 0 %: ``strong-attack`` fails (before: no reference in studies)."""
-    from entrobust.experiments.analyses import ANALYSES, AnalysisContext
+    from entrobust.experiments.analyses import EXPERIMENT_ANALYSES, AnalysisContext
 
     x, y = points(24)
-    kind = ANALYSES.get("audit")
+    kind = EXPERIMENT_ANALYSES.get("audit")
     params = kind.validate(
         {"eps": EPS, "n": 24, "pgd_steps": 5, "strong_iter": 5, "checks": ["strong-attack"]}
     )
@@ -198,7 +198,7 @@ def test_honest_numbers_are_not_flagged(tmp_path: Path) -> None:
     store.set_status(rid, "done")
     store.add_member("e", rid, "AT", {})
     spec = EvaluationSpec("pgd-cw", SUITE, eps=(EPS,), mode="independent")
-    store.replace_evaluations(rid, "pgd-cw", evaluation_rows(res, spec))
+    store.replace_evaluations(rid, "pgd-cw", evaluation_records(res, spec, rid))
     (t,) = build_tables(ResultSet.from_store(store, experiment="e"), ["atent-table2"])
     assert not any("‼" in c.text() or "⚑" in c.text() for c in t.cells.values())
     assert not any("overstated" in n for n in t.notes)

@@ -95,13 +95,18 @@ def _workspace(tmp_path: Path) -> Path:
     )  # fmt: skip
     store.set_status(rid, "done")
     store.add_member("e", rid, "PAT")
-    base = {"norm": "linf", "n": 50, "clean_acc": 0.9}
+    from entrobust.record import EvalRecord
+
+    base = {"run_id": rid, "norm": "linf", "n": 50, "clean_acc": 0.9}
     rows = [
-        {"attack": "clean", "eps": 0.0, "robust_acc": 0.9, "spec": {"row": "clean"}, **base},
-        {"attack": "PGD10-32", "eps": 32 / 255, "robust_acc": 0.4, "spec": {"row": "attack"}, **base},
+        EvalRecord(evaluation="white-box", attack="clean", row="clean", eps=0.0, robust_acc=0.9, **base),
+        EvalRecord(evaluation="white-box", attack="PGD10-32", eps=32 / 255, robust_acc=0.4, **base),
     ]
-    black = [{"attack": "PGD10-32", "eps": 32 / 255, "robust_acc": 0.6,
-              "spec": {"row": "attack", "transfer_from": "x"}, **base}]  # fmt: skip
+    black = [
+        EvalRecord(
+            evaluation="black-box", attack="PGD10-32", eps=32 / 255, robust_acc=0.6, surrogate="x", **base
+        )
+    ]
     store.replace_evaluations(rid, "white-box", rows, stage=("eval:white-box", "h"))
     store.replace_evaluations(rid, "black-box", black, stage=("eval:black-box", "h"))
     return ws

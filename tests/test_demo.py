@@ -62,7 +62,7 @@ def _demo_end_to_end_then_resume(
     store = Store(out / "results.sqlite")
     runs = [r for r in store.runs() if r.preset]
     assert len(runs) == len(expected.defenses) and {r.status for r in runs} == {"done"}
-    assert store.evaluations(suite="autoattack")
+    assert store.evaluations(evaluation="autoattack")
     assert len([a for a in store.analyses() if a["kind"] == "audit"]) == len(expected.defenses)
     n_rows = len(store.evaluations())
 

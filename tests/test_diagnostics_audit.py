@@ -84,6 +84,29 @@ def test_honest_model_passes(honest: nn.Module, digits: tuple[object, object]) -
     assert tg["white_box_accuracy"] <= tg["black_box_accuracy"]
 
 
+def test_no_surrogate_is_trained_when_white_box_pgd_breaks_every_point(
+    honest: nn.Module, digits: tuple[object, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import entrobust.diagnostics.surrogate as surrogate_module
+
+    def refuse(*args: object, **kwargs: object) -> nn.Module:
+        raise AssertionError("a surrogate was trained although PGD left nothing to transfer to")
+
+    monkeypatch.setattr(surrogate_module, "train_surrogate", refuse)
+    wide = ThreatModel("linf", 0.5)  # far beyond what the digits MLP survives
+    report = audit(
+        honest, digits[1], wide, train_data=digits[0], checks=["single-vs-multi", "transfer-gap"], n=60
+    )
+    check = report.check("transfer-gap")
+    assert check.status == "pass" and check.evidence["white_box_accuracy"] == 0.0
+    assert check.evidence["black_box_accuracy"] is None and "no surrogate" in check.explanation
+    # where PGD leaves points robust, the surrogate is trained (and here refused)
+    with pytest.raises(AssertionError, match="surrogate was trained"):
+        audit(
+            honest, digits[1], ThreatModel("linf", 0.01), train_data=digits[0], checks=["transfer-gap"], n=60
+        )
+
+
 @pytest.mark.parametrize("mask", [Quantized, Saturated])
 def test_gradient_masking_models_fail(
     mask: type[nn.Module], honest: nn.Module, digits: tuple[object, object]

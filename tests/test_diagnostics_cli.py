@@ -81,6 +81,16 @@ def test_analyze_cli_needs_a_checkpoint_except_for_the_toy(capsys: pytest.Captur
     assert main(["analyze", "x", "--what", "nonsense"]) == 2
 
 
+def test_analyze_names_which_space_a_surface_explores(ckpt: Path, tmp_path: Path) -> None:
+    from entrobust.diagnostics.analysis import CHECKPOINT_ANALYSES, analyze
+
+    assert {"input-surface", "weight-landscape"} <= set(CHECKPOINT_ANALYSES)
+    assert not {"surface", "landscape"} & set(CHECKPOINT_ANALYSES)
+    for old, new in (("landscape", "weight-landscape"), ("surface", "input-surface")):
+        with pytest.raises(ConfigError, match=f"{old!r} is now called {new!r}"):
+            analyze(None, None, [old], tmp_path)
+
+
 def test_certify_cli(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cert"
     rc = main(

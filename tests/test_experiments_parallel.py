@@ -86,6 +86,23 @@ def test_units_wait_for_what_they_need(study: Path, tmp_path: Path) -> None:
     assert units["train:0"].deps == ()
 
 
+def test_the_pool_starts_trainings_then_the_longest_units(study: Path, tmp_path: Path) -> None:
+    text = study.read_text(encoding="utf-8") + (
+        '\n[[evaluation]]\nname = "aa"\nsuite = "autoattack-standard"\neps = [0.3]\nmax_examples = 8\n'
+    )
+    path = tmp_path / "study.toml"
+    path.write_text(text, encoding="utf-8")
+    r = _Runner(load_experiment(path), tmp_path / "ws", Progress(stream=None), False)
+    units = r.units(("train", "evaluate", "analyse"))
+    order = [u.key for u in sorted(units, key=r.dispatch_order)]
+    normal, pat = (k for k, pr in enumerate(r.plan) if pr.label in ("Normal", "PAT"))
+    assert order[:2] == ["train:0", "train:1"]  # in plan order among equals
+    # AutoAttack on the adversarially trained model first, then on the normal one, then the rest
+    assert order[2:4] == [f"eval:aa:{pat}", f"eval:aa:{normal}"]
+    assert order.index(f"eval:white-box:{pat}") < order.index(f"eval:white-box:{normal}")
+    assert sorted(order) == sorted(u.key for u in units)
+
+
 @pytest.mark.multiprocess
 def test_two_workers_store_the_same_results_as_one(study: Path, in_process: Path, tmp_path: Path) -> None:
     lines: list[str] = []

@@ -156,7 +156,7 @@ def snapshot(ws: Path) -> dict[str, Any]:
             snap["evaluations"].append(
                 (
                     lab,
-                    e.suite,
+                    e.evaluation,
                     e.attack,
                     e.norm,
                     e.eps,
@@ -251,6 +251,8 @@ def test_transfer_rows_name_their_surrogate(straight: tuple[Path, Path]) -> None
     _, ws = straight
     store = Store(ws / "results.sqlite")
     runs = {m["label"]: m["run_id"] for m in store.members("kill-test")}
-    rows = store.evaluations(runs["PAT"], suite="black-box")
-    assert rows and all(r.spec["transfer_from"] == runs["Normal"] for r in rows)
-    assert not store.evaluations(runs["Normal"], suite="black-box")  # no independent surrogate: skipped
+    rows = store.evaluations(runs["PAT"], evaluation="black-box")
+    assert rows and all(r.surrogate == runs["Normal"] and r.setting == "black-box" for r in rows)
+    attacks = {r.attack_name for r in rows if r.row == "attack"}
+    assert attacks and not any("transfer[" in a for a in attacks), attacks
+    assert not store.evaluations(runs["Normal"], evaluation="black-box")  # no independent surrogate: skipped

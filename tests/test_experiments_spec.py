@@ -238,3 +238,14 @@ def test_analyses_take_the_datasets_own_default_threat() -> None:
         assert default_eps(name) == default_threat(name)[1]
     assert default_eps("digits") == 0.1 and default_eps("mnist5k") == 0.3
     assert default_eps("mnist5k", "l2") == 2.0 and default_eps("cifar10", "l2") == 0.5
+
+
+def test_the_old_input_surface_name_still_loads_with_a_warning(tmp_path: Path) -> None:
+    old = VALID.replace("[analysis.fuzziness]", "[analysis.landscape]\nresolution = 5")
+    with pytest.warns(DeprecationWarning, match="'landscape' is now called 'input-surface'"):
+        exp = load_experiment(_write(tmp_path, old))
+    (surface,) = [a for a in exp.analyses if a.kind == "input-surface"]
+    assert surface.params == {"resolution": 5}
+    both = old + "\n[analysis.input-surface]\n"
+    with pytest.warns(DeprecationWarning), pytest.raises(ConfigError, match="given twice"):
+        load_experiment(_write(tmp_path, both, "both.toml"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import multiprocessing as mp
 import sqlite3
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from entrobust.errors import EntrobustError
 from entrobust.experiments.store import SCHEMA_VERSION, Store, config_hash
+from entrobust.record import EvalRecord
 
 
 def test_run_is_idempotent_and_keyed_by_config_and_seed(tmp_path: Path) -> None:
@@ -34,11 +37,16 @@ def test_status_epochs_evaluations_round_trip(tmp_path: Path) -> None:
     assert [e["loss"] for e in store.epochs(rid)] == [2.0, 0.5]
     ex = [{"idx": i, "success": i % 2 == 0, "margin": float(i)} for i in range(4)]
     eid = store.add_evaluation(
-        rid, suite="quick", attack="pgd", spec={"steps": 10}, norm="linf", eps=0.3, n=4,
-        clean_acc=1.0, robust_acc=0.5, examples=ex,
-    )  # fmt: skip
+        EvalRecord(rid, "quick", "pgd", "linf", 0.3, 4, 1.0, 0.5, spec={"steps": 10}, examples=tuple(ex))
+    )
     (ev,) = store.evaluations(rid, attack="pgd")
-    assert (ev.id, ev.robust_acc, ev.spec) == (eid, 0.5, {"steps": 10})
+    assert (ev.id, ev.robust_acc, ev.spec, ev.row, ev.attack_name) == (
+        eid,
+        0.5,
+        {"steps": 10},
+        "attack",
+        "pgd",
+    )
     assert [e["success"] for e in store.examples(eid)] == [1, 0, 1, 0]
     run = store.runs(status="done", preset="p")[0]
     assert (run.checkpoint, run.summary, run.seed) == ("ck", {"clean": 0.5}, 3)
@@ -74,9 +82,8 @@ def _writer(path: str, worker: int, n: int) -> None:
     for i in range(n):
         store.add_epoch(rid, i, {"worker": worker, "i": i})
         store.add_evaluation(
-            rid, suite="s", attack=f"a{i}", spec={}, norm="linf", eps=0.1, n=1, clean_acc=1.0, robust_acc=0.0,
-            examples=[{"idx": 0, "success": True}],
-        )  # fmt: skip
+            EvalRecord(rid, "s", f"a{i}", "linf", 0.1, 1, 1.0, 0.0, examples=({"idx": 0, "success": True},))
+        )
 
 
 @pytest.mark.multiprocess  # two busy writers: run alone
@@ -172,3 +179,64 @@ def test_store_on_readonly_media_opens_readonly(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(OSError, match="readonly") as ei:  # a writer gets an OSError naming the file
         Store(path).add_run({"x": 2}, name="y")
     assert ei.value.filename == str(path)
+
+
+def test_an_evaluation_record_round_trips(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    rid = store.add_run({"x": 1}, name="x", seed=0)
+    rec = EvalRecord(
+        rid, "black-box", "PGD10-32", "linf", 32 / 255, 8, 0.9, 0.4, attack_name="pgd", surrogate="sur",
+        accuracy="cumulative", spec={"entry": {"attack": "f.transfer[sur]:pgd", "kwargs": {"steps": 10}}},
+        examples=({"idx": 3, "success": True},),
+    )  # fmt: skip
+    (eid,) = store.replace_evaluations(rid, "black-box", [rec])
+    back = store.evaluation(eid)
+    assert back == dataclasses.replace(rec, id=eid, created=back.created)
+    assert (back.transfer, back.setting, back.cumulative, back.kwargs) == (
+        True,
+        "black-box",
+        True,
+        {"steps": 10},
+    )
+    assert [e["idx"] for e in store.examples(eid)] == [3]
+    with pytest.raises(EntrobustError, match="evaluation 'black-box'"):
+        store.replace_evaluations(rid, "white-box", [rec])
+
+
+def test_rows_written_before_the_record_read_back_typed(tmp_path: Path) -> None:
+    """An older workspace kept the row kind, accuracy kind and surrogate only as spec keys and the
+    transferred attack only inside its factory name: the store parses them once, on reading."""
+    path = tmp_path / "r.sqlite"
+    store = Store(path)
+    rid = store.add_run({"x": 1}, name="x", seed=0)
+    old = {
+        "clean": {"row": "clean"},
+        "PGD10-32": {"row": "attack", "accuracy": "cumulative", "transfer_from": "sur",
+                     "entry": {"attack": "entrobust.experiments.runner.transfer[sur]:pgd"}},
+        "worst-case": {},
+    }  # fmt: skip
+    con = sqlite3.connect(path)
+    for attack, spec in old.items():
+        con.execute(
+            "INSERT INTO evaluations (run_id, suite, attack, spec, norm, eps, n, clean_acc, robust_acc,"
+            " created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (rid, "black-box", attack, json.dumps(spec), "linf", 0.1, 4, 1.0, 0.5, 0.0),
+        )
+    con.commit()
+    con.close()
+    clean, pgd, worst = store.evaluations(rid)
+    assert (clean.row, clean.attack_name, clean.surrogate) == ("clean", "clean", None)
+    assert (pgd.row, pgd.attack_name, pgd.surrogate, pgd.accuracy) == ("attack", "pgd", "sur", "cumulative")
+    assert (worst.row, worst.accuracy) == ("worst-case", "standalone")
+    assert "transfer_from" not in pgd.spec and "row" not in pgd.spec
+
+
+def test_an_analysis_stored_under_its_old_name_reads_under_the_new_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.sqlite")
+    rid = store.add_run({"x": 1}, name="x", seed=0)
+    store.add_analysis(rid, "landscape", {"radius": 0.04})
+    store.add_analysis(rid, "audit", {"status": "pass"})
+    assert [(a["kind"], a["result"]) for a in store.analyses(rid)] == [
+        ("input-surface", {"radius": 0.04}),
+        ("audit", {"status": "pass"}),
+    ]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from entrobust.experiments.store import Store
+from entrobust.record import EvalRecord
 from entrobust.report import ResultSet, build_tables, write_report
 from entrobust.report.tables import TABLES
 
@@ -42,27 +43,24 @@ def _run(
 
 
 def _rows(
-    accs: dict[tuple[str, float], float], clean: float, transfer: str | None = None
-) -> list[dict[str, Any]]:
-    extra = {"transfer_from": transfer} if transfer else {}
-    examples = [{"idx": i, "success": i % 10 == 0, "entropy": 0.1 * (i % 5), "loss": 0.2} for i in range(100)]
-    base = {"norm": "linf", "n": 100, "clean_acc": clean}
-    rows = [{"attack": "clean", "spec": {"row": "clean", **extra}, "eps": 0.0, "robust_acc": clean, **base,
-             "examples": examples}]  # fmt: skip
+    rid: str, evaluation: str, accs: dict[tuple[str, float], float], clean: float, transfer: str | None = None
+) -> list[EvalRecord]:
+    examples = tuple(
+        {"idx": i, "success": i % 10 == 0, "entropy": 0.1 * (i % 5), "loss": 0.2} for i in range(100)
+    )
+    base: dict[str, Any] = {"run_id": rid, "evaluation": evaluation, "norm": "linf", "n": 100}
+    base.update(clean_acc=clean, surrogate=transfer)
+    rows = [EvalRecord(attack="clean", row="clean", eps=0.0, robust_acc=clean, examples=examples, **base)]
     for (label, eps), acc in accs.items():
         name = label if not label.startswith("PGD-20") else "pgd"
         kwargs = {"steps": 20} if name == "pgd" else {"restarts": 1} if label.startswith("PGD10") else {}
-        rows.append(
-            {"attack": label, "norm": "linf", "eps": eps, "n": 100, "clean_acc": clean, "robust_acc": acc,
-             "spec": {"row": "attack", "accuracy": "standalone", "entry": {"attack": name, "kwargs": kwargs},
-                      "suite": {"name": "custom"}, **extra}}
-        )  # fmt: skip
+        spec = {"entry": {"attack": name, "kwargs": kwargs}, "suite": {"name": "custom"}}
+        rows.append(EvalRecord(attack=label, attack_name=name, eps=eps, robust_acc=acc, spec=spec, **base))
     by_eps: dict[float, float] = {}
     for (_, eps), acc in accs.items():
         by_eps[eps] = min(acc, by_eps.get(eps, 1.0))
     for eps, acc in by_eps.items():
-        spec = {"row": "worst-case", **extra}
-        rows.append({"attack": "worst-case", "spec": spec, "eps": eps, "robust_acc": acc, **base})
+        rows.append(EvalRecord(attack="worst-case", row="worst-case", eps=eps, robust_acc=acc, **base))
     return rows
 
 
@@ -87,7 +85,10 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Store:
                 ("PGD-20", 0.3): rob / 2 + d,
             }
             store.replace_evaluations(
-                rid, "white-box", _rows(white, clean + d / 10), stage=("eval:white-box", "h")
+                rid,
+                "white-box",
+                _rows(rid, "white-box", white, clean + d / 10),
+                stage=("eval:white-box", "h"),
             )
             hist = {
                 "layer": "conv1",
@@ -119,8 +120,9 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Store:
             store.add_analysis(rid, "audit", {**audit, "checks": [check], "curves": curves})
     for label in ("EntM", "PAT-EntM"):
         sur = ids[("Normal" if label == "EntM" else "PAT", 0)]
-        rows = _rows({("PGD10-32", 32 / 255): 0.5}, 0.98, transfer=sur)
-        store.replace_evaluations(ids[(label, 0)], "black-box", rows, stage=("eval:black-box", "h"))
+        rid = ids[(label, 0)]
+        rows = _rows(rid, "black-box", {("PGD10-32", 32 / 255): 0.5}, 0.98, transfer=sur)
+        store.replace_evaluations(rid, "black-box", rows, stage=("eval:black-box", "h"))
     # a run of another experiment must not leak into this one's report
     other = store.add_run(
         {"other": 1}, name="Other", experiment="x", preset="ru/pat", dataset="mnist5k", seed=0
@@ -151,6 +153,35 @@ def test_ru_table_layout_mean_std_and_not_run(study: Store) -> None:
     black = t.cell(black_key, "EntM")  # black-box row
     assert black.values == [0.5] and len(black.sources) == 1
     assert t.cell(black_key, "Normal").empty
+
+
+def test_tables_leave_out_rows_and_columns_that_never_ran_and_name_them(study: Store) -> None:
+    rs = ResultSet.from_store(study, experiment="hand")
+    t = next(t for t in build_tables(rs) if t.name == "ru-table1")
+    assert t.columns == ["Normal", "EntM", "PAT", "PAT-EntM"]  # LS, ADP, TRADES, PAT-LS: no runs
+    assert t.column_groups == [("", 1), ("Without AT", 1), ("With AT", 2)]
+    assert [t.label(r) for r in t.rows] == ["Clean", "FGSM_32", "PGD10-32", "PGD10-32"]
+    assert t.row_groups == [("", 1), ("White-Box", 2), ("Black-Box", 1)]
+    assert sum(span for _, span in t.row_groups) == len(t.rows)
+    assert all(row in t.rows and col in t.columns for row, col in t.cells)
+    (note,) = [n for n in t.notes if n.startswith("Not run")]
+    assert "columns LS, ADP, TRADES, PAT-LS" in note and "PGD10-48" in note and "reproduction scale" in note
+    assert "PGD10-32" not in note.split("columns")[0]  # a row that ran is not named
+
+
+def test_prune_drops_an_emptied_group_and_keeps_a_full_table_whole() -> None:
+    from entrobust.report.results import Cell
+    from entrobust.report.tables import Table
+
+    t = Table("t", "T", "src", ["a", "b", "c"], ["x", "y", "z"])
+    t.column_groups = [("G1", 1), ("G2", 2)]
+    t.row_groups = [("R1", 2), ("R2", 1)]
+    t.cells[("a", "y")] = Cell(values=[0.5], percent=True)
+    t.cells[("b", "z")] = Cell(values=[0.25], percent=True)
+    rows, cols = t.prune()
+    assert (rows, cols) == (["c"], ["x"])
+    assert t.column_groups == [("G2", 2)] and t.row_groups == [("R1", 2)]
+    assert t.prune() == ([], [])  # nothing left to drop
 
 
 def test_every_cell_traces_to_stored_rows(study: Store) -> None:
@@ -252,16 +283,16 @@ def test_every_table_row_shows_eps_and_n_and_ru_names_in_words(study: Store, tmp
 
 
 def test_kanai_table_says_its_eps_and_each_rows_example_count() -> None:
-    from entrobust.report.results import EvalRow, RunInfo
+    from entrobust.report.results import RunInfo
 
     run = RunInfo("r1", "AT", "kanai/at", "mnist5k", "cnn4", 0, True, "g")
-    aa = {"row": "worst-case", "suite": {"name": "autoattack-standard"}}
-    pgd = {"row": "attack", "entry": {"attack": "pgd", "kwargs": {"steps": 20}}, "suite": {"name": "x"}}
+    aa = {"suite": {"name": "autoattack-standard"}}
+    pgd = {"entry": {"attack": "pgd", "kwargs": {"steps": 20}}, "suite": {"name": "x"}}
     rs = ResultSet(
         runs=[run],
         evaluations=[
-            EvalRow(1, "r1", "aa", "worst-case", "linf", 0.3, 100, 0.9, 0.4, aa),
-            EvalRow(2, "r1", "pgd", "PGD-20", "linf", 0.3, 200, 0.9, 0.5, pgd),
+            EvalRecord("r1", "aa", "worst-case", "linf", 0.3, 100, 0.9, 0.4, row="worst-case", spec=aa, id=1),
+            EvalRecord("r1", "pgd", "PGD-20", "linf", 0.3, 200, 0.9, 0.5, attack_name="pgd", spec=pgd, id=2),
         ],
     )
     (t,) = TABLES.get("kanai-table1").build(rs)
@@ -269,6 +300,26 @@ def test_kanai_table_says_its_eps_and_each_rows_example_count() -> None:
     aa_row, pgd_row = t.rows
     assert (t.eps_text(aa_row), t.n_text(aa_row)) == ("0.3", "100")
     assert (t.eps_text(pgd_row), t.n_text(pgd_row)) == ("0.3", "200")
+
+
+def test_tables_read_each_datasets_own_default_eps() -> None:
+    """One rule for a dataset's main ε: the tables read the ε training and the audit use (digits
+    0.1, not the 0.3 of 28×28 MNIST)."""
+    from entrobust.data.info import DATASET_INFO, default_threat
+    from entrobust.report.results import RunInfo
+
+    run = RunInfo("r1", "AT", "kanai/at", "digits", "lenet5", 0, True, "g")
+    rows = [
+        EvalRecord("r1", "pgd", "PGD-20", "linf", e, 100, 0.9, acc, attack_name="pgd",
+                   spec={"entry": {"attack": "pgd", "kwargs": {"steps": 20}}}, id=i)
+        for i, (e, acc) in enumerate(((0.1, 0.6), (0.3, 0.2)), 1)
+    ]  # fmt: skip
+    (t,) = TABLES.get("kanai-table1").build(ResultSet(runs=[run], evaluations=rows))
+    assert "digits: ℓ∞ ε = 0.1" in t.title
+    assert t.cell("digits (PGD, lenet5)", "AT").mean == pytest.approx(0.6)
+    from entrobust.report.tables import _main_eps
+
+    assert all(_main_eps(d) == default_threat(d)[1] for d in DATASET_INFO)
 
 
 def test_geometry_accuracy_is_in_percent_like_every_other_accuracy(study: Store) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from entrobust.experiments.store import Store
+from entrobust.record import EvalRecord
 from entrobust.report import write_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -51,18 +52,11 @@ def _study(tmp_path: Path) -> Store:
         store.set_status(rid, "done")
         store.add_member("b", rid, label)
         store.add_epoch(rid, 1, {"epoch": 1, "train_loss": 0.5})
-        base = {"norm": "linf", "n": 100, "clean_acc": clean}
-        attack = {"row": "attack", "entry": {"attack": "PGD10-32"}}
+        base = {"run_id": rid, "evaluation": "white-box", "norm": "linf", "n": 100, "clean_acc": clean}
         rows = [
-            {"attack": "clean", "spec": {"row": "clean"}, "eps": 0.0, "robust_acc": clean, **base},
-            {"attack": "PGD10-32", "spec": attack, "eps": 32 / 255, "robust_acc": rob, **base},
-            {
-                "attack": "worst-case",
-                "spec": {"row": "worst-case"},
-                "eps": 32 / 255,
-                "robust_acc": rob,
-                **base,
-            },
+            EvalRecord(attack="clean", row="clean", eps=0.0, robust_acc=clean, **base),
+            EvalRecord(attack="PGD10-32", eps=32 / 255, robust_acc=rob, **base),
+            EvalRecord(attack="worst-case", row="worst-case", eps=32 / 255, robust_acc=rob, **base),
         ]
         store.replace_evaluations(rid, "white-box", rows)
         hist = {"layer": "c", "edges": [-0.5, 0.0, 0.5], "counts": [4, 6], "near_zero": 1, "total": 10}

@@ -12,6 +12,9 @@ state, history) are *staged* first — :func:`stage_bytes` / :func:`new_staged` 
 fsynced files under hidden names ``.<name>.<token>.pending`` beside their destinations — and
 then *published* one by one with :func:`publish` once a single atomic write (a manifest) has
 committed them. :func:`remove_temp_files` deletes what an interrupted writer left behind.
+
+:func:`config_hash` names a configuration by the hash of its canonical JSON (run ids, stage
+hashes, the report's recipe groups).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "config_hash",
     "is_temp_name",
     "new_staged",
     "publish",
@@ -142,6 +146,13 @@ def sha256_file(path: StrPath) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Stable SHA-256 (hex, 16 chars) of a JSON-serializable configuration: key order does not
+    matter, so the same settings always give the same run id, stage hash and report group."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def is_temp_name(name: str) -> bool:

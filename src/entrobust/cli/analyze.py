@@ -11,7 +11,8 @@ import argparse
 
 WHAT_HELP = (
     "comma-separated: margin, jacobian, table4 (margin + Jacobian + Q_f + distortion correlation), "
-    "histograms, fuzziness, surface, landscape, toy, boundary, or all (default: margin,jacobian,fuzziness)"
+    "histograms, fuzziness, input-surface, weight-landscape, toy, boundary, or all "
+    "(default: margin,jacobian,fuzziness)"
 )
 
 
@@ -28,9 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--l2-eps", type=float, default=0.5, help="ε of the ℓ2 PGD20 adversary for Q_f (RU: 0.5)")
     p.add_argument("--distortion", default="deepfool", choices=["deepfool", "cw"], help="minimal-ℓ2 attack")
     p.add_argument("--surfaces", type=int, default=2, help="images for the input-space surfaces (default 2)")
-    p.add_argument("--landscape-n", type=int, default=200, help="examples for the parameter landscape")
-    p.add_argument("--landscape-2d", action="store_true", help="also the 2-D parameter landscape (slow)")
-    p.add_argument("--adversarial", action="store_true", help="adversarial loss in the parameter landscape")
+    p.add_argument("--landscape-n", type=int, default=200, help="examples for the weight landscape")
+    p.add_argument("--landscape-2d", action="store_true", help="also the 2-D weight landscape (slow)")
+    p.add_argument("--adversarial", action="store_true", help="adversarial loss in the weight landscape")
     p.add_argument("--eps", default=None, help="ℓ∞ ε of that adversarial loss (default: training ε)")
     p.add_argument("--classes", default=None, help="two classes for the boundary plot, e.g. 5,8")
     p.add_argument("--dataset", default=None, help="dataset name (default: from the checkpoint metadata)")
@@ -43,12 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from entrobust.diagnostics._cli import out_dir_for, parse_floats
-    from entrobust.diagnostics.analysis import ANALYSES, analyze
+    from entrobust.diagnostics.analysis import CHECKPOINT_ANALYSES, analyze
     from entrobust.errors import ConfigError
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     if "all" in what:
-        what = list(ANALYSES)
+        what = list(CHECKPOINT_ANALYSES)
     model = meta = data = dataset = None
     if any(w != "toy" for w in what):
         if args.checkpoint is None:

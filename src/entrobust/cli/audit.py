@@ -73,6 +73,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="robust accuracy of the strongest stored evaluation at this eps (e.g. AutoAttack), "
         "compared with the audit's gradient attack",
     )
+    p.add_argument(
+        "--from-eval",
+        default=None,
+        metavar="FILE",
+        help="a saved evaluation of this checkpoint (eval --save STEM.json or eval --json FILE) at the "
+        "audit's eps: the points it broke are reused, not attacked again, and its robust accuracy "
+        "is the reference unless --reference-accuracy is given",
+    )
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a check fails")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
@@ -114,6 +122,13 @@ def _run(args: argparse.Namespace, main: bool) -> int:
         from entrobust.data import load_dataset
 
         train = load_dataset(dataset, "train", root=args.data_root)
+    known_broken, reference = None, args.reference_accuracy
+    if args.from_eval:
+        from entrobust.evaluation.adaptive import broken_indices, stored_accuracy
+
+        known_broken = broken_indices(args.from_eval, eps, norm)
+        if reference is None:
+            reference = stored_accuracy(args.from_eval, eps, norm)
     report = audit(
         model,
         data,
@@ -131,7 +146,8 @@ def _run(args: argparse.Namespace, main: bool) -> int:
         seed=args.seed,
         log=None if args.quiet else print,
         eot_iter=args.eot_iter,
-        reference_accuracy=args.reference_accuracy,
+        reference_accuracy=reference,
+        known_broken=known_broken,
     )
     if not main:
         return 1 if args.strict and not report.passed else 0  # rank 0 prints and writes
@@ -139,6 +155,7 @@ def _run(args: argparse.Namespace, main: bool) -> int:
     report.settings["dataset"] = dataset
     report.settings["split"] = args.split
     report.settings["bpda"] = args.bpda
+    report.settings["from_eval"] = args.from_eval
     print(report.table())
     paths = report.save(out_dir_for(args.checkpoint, args.out, "audit"))
     for p in paths.values():

@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from entrobust.experiments.claims import CLAIMS, check_claims, format_claims
+    from entrobust.report.claims import CLAIMS, check_claims, format_claims
     from entrobust.report.results import ResultSet
 
     store = open_store(args.workspace)

@@ -43,6 +43,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="comma-separated subset of the demo's defenses, e.g. PAT,TRADES (their black-box surrogates "
         "are added; default: all twelve)",
     )
+    p.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="escalate every model whose audit warned or failed, as run --adaptive (docs/adaptive.md)",
+    )
     add_workers_arg(p)
     p.set_defaults(func=run)
 
@@ -60,5 +65,6 @@ def run(args: argparse.Namespace) -> int:
         defenses=defenses,
         wait=args.wait,
         workers=workers_from(args),
+        adaptive=args.adaptive,
     )
     return 0

@@ -110,8 +110,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--adaptive",
         action="store_true",
-        help="escalate on evidence: add autoattack-rand for a randomized model and a 5000-query "
-        "Square row (docs/adaptive.md); the worst case over all rows is reported",
+        help="escalate on evidence (the stored audit, else a quick probe): add EOT "
+        "(autoattack-rand), margin-loss, longer or more-query rows as docs/adaptive.md tabulates, "
+        "always a 5000-query Square row; the worst case over all rows is reported",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -158,7 +159,19 @@ def _run(args: argparse.Namespace, main: bool) -> int:
     from entrobust.evaluation import evaluate
 
     model = apply_bpda(model, args.bpda)
-    suite = _adaptive_suite(args.suite, model, data, device) if args.adaptive else args.suite
+    suite = args.suite
+    if args.adaptive:
+        suite = _adaptive_suite(
+            args.suite,
+            model,
+            data,
+            device,
+            checkpoint=args.checkpoint,
+            eps=eps,
+            norm=args.norm,
+            dataset=dataset,
+            bpda=args.bpda,
+        )
     result = evaluate(
         model,
         data,
@@ -201,31 +214,66 @@ def _run(args: argparse.Namespace, main: bool) -> int:
     return 0
 
 
-def _adaptive_suite(suite: str, model: nn.Module, data: DataLike, device: torch.device) -> str:
+def _adaptive_suite(
+    suite: str,
+    model: nn.Module,
+    data: DataLike,
+    device: torch.device,
+    *,
+    checkpoint: str,
+    eps: list[float] | None,
+    norm: str,
+    dataset: str,
+    bpda: str | None,
+) -> str:
     """``--adaptive``: the suite plus what the evidence calls for (docs/adaptive.md).
 
-    A randomized model (same input, different logits) gets ``autoattack-rand`` (EOT, scored over
-    draws); every model gets a Square row with the full 5,000-query budget (gradient-free, so
-    masking cannot hide from it). The evaluation's worst case covers the added rows.
+    The evidence is the checkpoint's stored audit (``<run dir>/audit/audit.json``) when there is
+    one, else a quick probe (determinism, input gradients and CE- vs margin-PGD on 64 points at the
+    largest ε), plus a check for randomized outputs and for a non-differentiable submodule;
+    :func:`entrobust.evaluation.adaptive.escalation` turns it into rows. The evaluation's worst
+    case covers the added rows.
     """
+    from entrobust.attacks import ThreatModel
     from entrobust.attacks.base import frozen
     from entrobust.attacks.engine import is_stochastic
+    from entrobust.diagnostics import audit
     from entrobust.diagnostics._util import as_xy
+    from entrobust.evaluation import get_suite
+    from entrobust.evaluation.adaptive import escalation, nondifferentiable_modules
 
-    x, _ = as_xy(data)
+    x, y = as_xy(data)
     with frozen(model, "eval"):
         stochastic = is_stochastic(model, x[:64].to(device))
-    extra = ["square:n_queries=5000:p_init=0.8"]
-    if stochastic:
-        extra.insert(0, "autoattack-rand")
-        print("adaptive: the model is randomized (same input, different logits): adding autoattack-rand")
-    print(f"adaptive: adding {', '.join(extra)}; the worst case covers every row")
-    return ",".join([suite, *extra])
+    evidence: Any = stored_audit(checkpoint)
+    if evidence is not None:
+        print(f"adaptive: evidence from the stored audit ({evidence.get('status', '?')})")
+    else:
+        grid = eps or list(get_suite(suite, dataset).default_eps(dataset) or [])
+        if grid:
+            threat = ThreatModel(norm, max(grid))
+            print(f"adaptive: no stored audit; probing 64 points at {norm} eps={max(grid):g}")
+            evidence = audit(
+                model,
+                (x, y),
+                threat,
+                n=64,
+                batch_size=64,
+                pgd_steps=10,
+                checks=["determinism", "gradients", "loss-gap"],
+            )
+    nondiff = [] if bpda else nondifferentiable_modules(model, x[:8].to(device))
+    esc = escalation(evidence, stochastic=stochastic, nondifferentiable=nondiff, bpda=bpda)
+    for reason in esc.reasons:
+        print(f"adaptive: {reason}")
+    for advice in esc.advice:
+        print(f"adaptive: ADVICE: {advice}")
+    print(f"adaptive: adding {', '.join(esc.rows)}; the worst case covers every row")
+    return esc.suite(suite)
 
 
-def stored_audit_note(checkpoint: str) -> str | None:
-    """A warning line when the checkpoint's stored audit (``<run dir>/audit/audit.json``) did not
-    pass, so a robust accuracy is never printed without the flag next to it."""
+def stored_audit(checkpoint: str) -> dict[str, Any] | None:
+    """The checkpoint's stored audit (``<run dir>/audit/audit.json``) as a dict, or None."""
     import json
 
     from entrobust.diagnostics._cli import out_dir_for
@@ -237,13 +285,25 @@ def stored_audit_note(checkpoint: str) -> str | None:
         report = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if isinstance(report, dict):
+        report["path"] = str(path)
+        return report
+    return None
+
+
+def stored_audit_note(checkpoint: str) -> str | None:
+    """A warning line when the checkpoint's stored audit (``<run dir>/audit/audit.json``) did not
+    pass, so a robust accuracy is never printed without the flag next to it."""
+    report = stored_audit(checkpoint)
+    if report is None:
+        return None
     status = str(report.get("status", "pass"))
     if status == "pass":
         return None
     flagged = [c["name"] for c in report.get("checks", []) if c.get("status") != "pass"]
     eps = (report.get("threat") or {}).get("eps")
     return (
-        f"the stored audit of this checkpoint ({path}, eps={eps}) is {status.upper()} "
+        f"the stored audit of this checkpoint ({report['path']}, eps={eps}) is {status.upper()} "
         f"({', '.join(flagged)}): these robust accuracies may be overstated; see docs/adaptive.md "
         "or rerun with --adaptive"
     )

@@ -42,6 +42,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="if another process is running in the workspace, wait for it to finish (default: stop)",
     )
+    p.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="after an audit that warned or failed, evaluate that model again with the attacks its "
+        "evidence calls for (EOT, margin losses, more Square queries, transfer, ...) and report the "
+        "worst case beside the flag (docs/adaptive.md)",
+    )
     add_workers_arg(p)
     p.set_defaults(func=run)
 
@@ -106,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             stages=stages,
             wait=args.wait,
             workers=workers_from(args),
+            adaptive=args.adaptive,
         )
     finally:
         distributed.shutdown()

@@ -1,8 +1,14 @@
 """Run named analyses of one model and write their numbers (JSON) and pictures (PNG) to a folder.
 
 ``analyze(model, data, ["margin", "fuzziness", ...], out_dir)`` is what ``entrobust analyze``
-calls; each analysis is a function registered in :data:`ANALYSES` (``entrobust list`` friendly)
-that returns a JSON-able dict and may add PNG files.
+calls; each analysis is a function registered in :data:`CHECKPOINT_ANALYSES` that returns a
+JSON-able dict and may add PNG files. An experiment's analyses, with typed parameters and results
+kept in the store, are another list: :data:`entrobust.experiments.analyses.EXPERIMENT_ANALYSES`.
+
+Two names were renamed so that each says which space it explores: ``surface`` is now
+``input-surface`` (loss and margin around an input, RU App. C.2) and ``landscape`` is now
+``weight-landscape`` (loss along weight directions, Kanai App. F.1); the old names raise an error
+naming the new ones (:data:`RENAMED`).
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ class Context:
 
 
 Analysis = Callable[[Context], dict[str, Any]]
-ANALYSES: Registry[Analysis] = Registry("analysis")
+CHECKPOINT_ANALYSES: Registry[Analysis] = Registry("checkpoint analysis")
+#: old name → current name; an old name is refused with a message naming the new one
+RENAMED: dict[str, str] = {"surface": "input-surface", "landscape": "weight-landscape"}
 
 
 @dataclass
@@ -101,7 +109,9 @@ def _geometry(ctx: Context, full: bool) -> dict[str, Any]:
     return out
 
 
-@ANALYSES.register("margin", help="decision margin M = f_y − max_{i≠y} f_i and clean accuracy (RU §6)")
+@CHECKPOINT_ANALYSES.register(
+    "margin", help="decision margin M = f_y − max_{i≠y} f_i and clean accuracy (RU §6)"
+)
 def _margin(ctx: Context) -> dict[str, Any]:
     from entrobust.diagnostics.geometry import GeometryAccumulator
 
@@ -120,17 +130,23 @@ def _margin(ctx: Context) -> dict[str, Any]:
     }
 
 
-@ANALYSES.register("jacobian", help="spectral norm of the input Jacobian and normalized margin (RU Table 4)")
+@CHECKPOINT_ANALYSES.register(
+    "jacobian", help="spectral norm of the input Jacobian and normalized margin (RU Table 4)"
+)
 def _jacobian(ctx: Context) -> dict[str, Any]:
     return _geometry(ctx, full=False)
 
 
-@ANALYSES.register("table4", help="all RU Table 4 rows: + ℓ2 PGD20 accuracy, Q_f, distortion correlation")
+@CHECKPOINT_ANALYSES.register(
+    "table4", help="all RU Table 4 rows: + ℓ2 PGD20 accuracy, Q_f, distortion correlation"
+)
 def _table4(ctx: Context) -> dict[str, Any]:
     return _geometry(ctx, full=True)
 
 
-@ANALYSES.register("histograms", help="prediction entropy / confidence histograms, clean vs ℓ2 adversarial")
+@CHECKPOINT_ANALYSES.register(
+    "histograms", help="prediction entropy / confidence histograms, clean vs ℓ2 adversarial"
+)
 def _histograms(ctx: Context) -> dict[str, Any]:
     from entrobust.diagnostics.geometry import GeometryAccumulator, default_l2_adversary
     from entrobust.diagnostics.plots import plot_histograms
@@ -150,7 +166,9 @@ def _histograms(ctx: Context) -> dict[str, Any]:
     }
 
 
-@ANALYSES.register("fuzziness", help="fuzziness of each conv layer's weights and weight histograms (Min-Max)")
+@CHECKPOINT_ANALYSES.register(
+    "fuzziness", help="fuzziness of each conv layer's weights and weight histograms (Min-Max)"
+)
 def _fuzziness(ctx: Context) -> dict[str, Any]:
     from entrobust.diagnostics.weights import conv_fuzziness, plot_weight_histograms, weight_histograms
 
@@ -167,11 +185,13 @@ def _fuzziness(ctx: Context) -> dict[str, Any]:
     }
 
 
-@ANALYSES.register("surface", help="input-space loss and margin surfaces around test images (RU App. C.2)")
-def _surface(ctx: Context) -> dict[str, Any]:
+@CHECKPOINT_ANALYSES.register(
+    "input-surface", help="input-space loss and margin surfaces around test images (RU App. C.2)"
+)
+def _input_surface(ctx: Context) -> dict[str, Any]:
     from entrobust.diagnostics.landscape import input_surface, plot_input_surfaces
 
-    model, x, y = ctx.need_model("surface")
+    model, x, y = ctx.need_model("input-surface")
     k = max(1, int(ctx.options.get("surfaces", 2)))
     surfaces = {
         f"example {i} (label {int(y[i])})": input_surface(
@@ -184,13 +204,15 @@ def _surface(ctx: Context) -> dict[str, Any]:
     return {"surfaces": {k: s.to_dict() for k, s in surfaces.items()}, "summary": f"{len(surfaces)} images"}
 
 
-@ANALYSES.register("landscape", help="loss along filter-normalized weight directions, 1-D (+2-D) (Kanai F.1)")
-def _landscape(ctx: Context) -> dict[str, Any]:
+@CHECKPOINT_ANALYSES.register(
+    "weight-landscape", help="loss along filter-normalized weight directions, 1-D (+2-D) (Kanai F.1)"
+)
+def _weight_landscape(ctx: Context) -> dict[str, Any]:
     from entrobust.attacks import ThreatModel, build_attack
     from entrobust.diagnostics._cli import default_threat
     from entrobust.diagnostics.landscape import parameter_landscape, plot_parameter_landscape
 
-    model, x, y = ctx.need_model("landscape")
+    model, x, y = ctx.need_model("weight-landscape")
     m = int(ctx.options.get("landscape_n", 200))
     xs, ys = x[:m], y[:m]
     attack = None
@@ -212,7 +234,9 @@ def _landscape(ctx: Context) -> dict[str, Any]:
     }
 
 
-@ANALYSES.register("toy", help="smoothness toy: linear/swish adversarial losses and EnSGD −F (Kanai §5.1, C)")
+@CHECKPOINT_ANALYSES.register(
+    "toy", help="smoothness toy: linear/swish adversarial losses and EnSGD −F (Kanai §5.1, C)"
+)
 def _toy(ctx: Context) -> dict[str, Any]:
     from entrobust.diagnostics.toy import plot_toy_surfaces, toy_surfaces
 
@@ -228,7 +252,9 @@ def _toy(ctx: Context) -> dict[str, Any]:
     return out
 
 
-@ANALYSES.register("boundary", help="2-class decision regions in a 2-D PCA embedding (ATENT Fig. 1)")
+@CHECKPOINT_ANALYSES.register(
+    "boundary", help="2-class decision regions in a 2-D PCA embedding (ATENT Fig. 1)"
+)
 def _boundary(ctx: Context) -> dict[str, Any]:
     from entrobust.diagnostics.boundary import decision_boundary, plot_boundary
 
@@ -257,7 +283,8 @@ def analyze(
     log: Callable[[str], Any] | None = None,
     **options: Any,
 ) -> AnalysisResult:
-    """Run the analyses named in ``what`` (see :data:`ANALYSES`); write ``analysis.json`` + PNGs.
+    """Run the analyses named in ``what`` (see :data:`CHECKPOINT_ANALYSES`); write
+    ``analysis.json`` + PNGs.
 
     ``data`` (TensorData or ``(x, y)``) is reduced to a seeded random subset of ``n`` examples;
     ``options`` go to the analyses (``l2_eps``, ``distortion``, ``surfaces``, ``landscape_n``,
@@ -265,7 +292,12 @@ def analyze(
     """
     names = list(dict.fromkeys(what))
     for w in names:
-        ANALYSES.get(w)  # raises UnknownNameError listing the valid names
+        if w in RENAMED:
+            raise ConfigError(
+                f"analysis {w!r} is now called {RENAMED[w]!r} "
+                "(input-surface: loss around an input; weight-landscape: loss along weight directions)"
+            )
+        CHECKPOINT_ANALYSES.get(w)  # raises UnknownNameError listing the valid names
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x = y = None
@@ -279,7 +311,7 @@ def analyze(
     parts: dict[str, dict[str, Any]] = {}
     for w in names:
         say(f"analyze: {w}")
-        parts[w] = ANALYSES.get(w)(ctx)
+        parts[w] = CHECKPOINT_ANALYSES.get(w)(ctx)
     atomic_write_text(out / "analysis.json", json.dumps(_clean(parts), indent=1))
     return AnalysisResult(parts, list(dict.fromkeys([out / "analysis.json", *ctx.files])))
 

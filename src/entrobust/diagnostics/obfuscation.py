@@ -34,6 +34,11 @@ Thresholds live in :class:`AuditThresholds` (documented there); every accuracy c
 the tolerance ``max(tolerance, 2/n)`` so that one or two examples of sampling noise never fail a
 check. The report passes when no check fails.
 
+Cost: the ε curve and the steps curve each run as one stacked pass (per-example ε; per-example
+step size with checkpoints of the longest run of each step size), only clean-correct points are
+attacked, and ``known_broken`` hands the audit the points a stored evaluation already broke, which
+the random search, Square and the strong attack then skip (``benchmarks/bench_audit.py``).
+
 Under ``torch.distributed`` (``torchrun``) every per-example pass splits its batches round-robin
 over the ranks and gathers the per-example outcomes in batch order
 (:func:`entrobust.evaluation.sharding.sharded_map`); every attack is seeded with ``seed`` and a
@@ -59,10 +64,11 @@ from torch import Tensor, nn
 
 from entrobust import distributed
 from entrobust.attacks import Attack, ThreatModel, build_attack
-from entrobust.attacks.base import frozen, margin_of
-from entrobust.attacks.engine import accuracy_over_draws
+from entrobust.attacks.base import fp32_attack_math, frozen, margin_of
+from entrobust.attacks.engine import ProjectedGradient, accuracy_over_draws
 from entrobust.diagnostics._util import DataLike, as_xy, model_device, pyplot
 from entrobust.errors import ConfigError
+from entrobust.evaluation.robust import clean_correct, robust_correct
 from entrobust.evaluation.sharding import on_main, sharded_map
 from entrobust.io import atomic_write_text
 
@@ -335,14 +341,7 @@ def _still_correct(model: nn.Module, x: Tensor, y: Tensor, draws: int) -> Tensor
 
 
 def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, draws: int = 1) -> Tensor:
-    dev = model_device(model)
-
-    def one(xb: Tensor, yb: Tensor) -> Tensor:
-        return _still_correct(model, xb.to(dev), yb.to(dev), draws).cpu()
-
-    with frozen(model, "eval"), torch.no_grad():
-        out = _per_batch(one, x, y, batch_size)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+    return clean_correct(model, x, y, batch_size=batch_size, draws=draws)
 
 
 def _attack_correct(
@@ -364,16 +363,7 @@ def _attack_correct(
         if idx.numel():
             mask[idx] = _attack_correct(model, attack, x[idx], y[idx], batch_size, draws)
         return mask
-    dev = model_device(model)
-
-    def one(xb: Tensor, yb: Tensor) -> Tensor:
-        xb, yb = xb.to(dev), yb.to(dev)
-        x_adv = attack(model, xb, yb)
-        with frozen(model, "eval"), torch.no_grad():
-            return _still_correct(model, x_adv, yb, draws).cpu()
-
-    out = _per_batch(one, x, y, batch_size)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+    return robust_correct(model, attack, x, y, batch_size=batch_size, draws=draws)
 
 
 def _eps_curve(
@@ -418,6 +408,90 @@ def _eps_curve(
         else:
             accs.append(float(clean.sum()) / n)
     return accs
+
+
+class _PerExampleStep(ProjectedGradient):
+    """The audit's PGD with a step size given per example: the steps curve's configurations,
+    whose step sizes differ, stacked in one batch (every other setting as ``pgd``)."""
+
+    def __init__(self, threat: ThreatModel, alpha: Tensor, **kwargs: Any) -> None:
+        super().__init__(threat, **kwargs)
+        self.alpha = alpha
+
+    def step_sizes(self, threat: ThreatModel, x: Tensor) -> Tensor:
+        return self.alpha.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
+
+
+def _steps_curve(
+    model: nn.Module,
+    threat: ThreatModel,
+    x: Tensor,
+    y: Tensor,
+    clean: Tensor,
+    steps_grid: Sequence[int],
+    sizes: Sequence[float],
+    batch_size: int,
+    draws: int,
+    seed: int,
+    eot: int,
+) -> list[float]:
+    """Accuracy after ``k``-step PGD (step size ``sizes[i]`` for ``steps_grid[i]``) for every k, in
+    one pass: PGD keeps no state but the iterate (uniform start, no momentum, last iterate), so the
+    k-step result of a step size is the k-th iterate of a longer run with that step size. The
+    distinct step sizes' runs are stacked in one batch (longest first) and a run leaves the batch
+    after its last checkpoint, so each step size costs its longest k alone instead of the sum of
+    its k. Every point starts where the separate ``pgd`` call would start it (the seeded start
+    pattern is shared by the batch), so the numbers are those of separate calls up to float
+    rounding. Only clean-correct points are attacked (the others count as broken); a pass takes
+    ``batch_size`` points, so the model sees up to (number of step sizes) × ``batch_size`` rows."""
+    runs: dict[float, list[int]] = {}
+    for k, size in zip(steps_grid, sizes, strict=True):
+        runs.setdefault(float(size), []).append(int(k))
+    order = sorted(runs, key=lambda a: -max(runs[a]))  # longest run first: active rows are a prefix
+    last = [max(runs[a]) for a in order]
+    marks = sorted({k for ks in runs.values() for k in ks})
+    idx = clean.nonzero().squeeze(1)
+    got: dict[tuple[float, int], Tensor] = {}
+    if idx.numel():
+        dev = model_device(model)
+        chunk = batch_size  # points per pass; the model sees up to len(order) × chunk rows
+
+        def one(i: int) -> dict[tuple[float, int], Tensor]:
+            xb, yb = x[idx[i : i + chunk]].to(dev), y[idx[i : i + chunk]].to(dev)
+            m = xb.shape[0]
+            xs = xb.repeat(len(order), *([1] * (xb.dim() - 1)))
+            ys = yb.repeat(len(order))
+            alpha = torch.tensor(order, dtype=xs.dtype, device=dev).repeat_interleave(m)
+            atk = _PerExampleStep(threat, alpha, steps=1, seed=seed, eot_iter=eot)
+            out: dict[tuple[float, int], Tensor] = {}
+            with frozen(model, "eval"), fp32_attack_math(model, xs) as net:
+                with torch.enable_grad():
+                    x_adv = atk.start(threat, xs, atk.generator()).detach()
+                done = 0
+                for k in marks:
+                    rows = m * sum(1 for n in last if n >= k)  # runs still going at step k
+                    seg = _PerExampleStep(threat, alpha[:rows], steps=k - done, seed=seed, eot_iter=eot)
+                    with torch.enable_grad():
+                        x_adv = seg.run(
+                            net, xs[:rows], ys[:rows], None, threat, seg.objective(False), None,
+                            x_start=x_adv[:rows],
+                        )[0].detach()  # fmt: skip
+                    done = k
+                    x_out = threat.project(x_adv, xs[:rows])
+                    with torch.no_grad():
+                        for j, a in enumerate(order):
+                            if k in runs[a]:
+                                part = slice(j * m, (j + 1) * m)
+                                out[(a, k)] = _still_correct(net, x_out[part], yb, draws).cpu()
+            return out
+
+        parts = sharded_map(one, range(0, idx.numel(), chunk))
+        for key in parts[0] if parts else ():
+            got[key] = torch.cat([pt[key] for pt in parts])
+    n = max(x.shape[0], 1)
+    if not idx.numel():
+        return [0.0] * len(steps_grid)
+    return [float(got[(float(a), int(k))].sum()) / n for k, a in zip(steps_grid, sizes, strict=True)]
 
 
 def _acc(mask: Tensor) -> float:
@@ -564,6 +638,7 @@ def audit(
     square_n: int = 50,
     strong_iter: int = 50,
     reference_accuracy: float | None = None,
+    known_broken: Tensor | Sequence[int] | None = None,
 ) -> AuditReport:
     """Run the gradient-obfuscation checks on ``model`` over ``n`` examples of ``data``.
 
@@ -596,6 +671,12 @@ def audit(
         strong_iter: APGD iterations of the strong-attack check.
         reference_accuracy: robust accuracy at this ε from the strongest stored evaluation
             (e.g. AutoAttack), compared with the audit's gradient attack in ``strong-attack``.
+        known_broken: indices into ``data`` of points a stored evaluation at this threat already
+            broke (:func:`entrobust.evaluation.adaptive.broken_indices`). They are reused, not
+            attacked again: random search and Square skip them (a broken point is no evidence
+            about where gradients fail) and ``strong-attack`` counts them as broken by the
+            stronger attack without running APGD on them — the evaluation's adversarial
+            examples seed its reference. The other checks are unchanged.
 
     Returns:
         an :class:`AuditReport`; ``report.passed`` is False when any check fails.
@@ -630,6 +711,7 @@ def audit(
             square_n=square_n,
             strong_iter=strong_iter,
             reference_accuracy=reference_accuracy,
+            known_broken=known_broken,
         )
 
 
@@ -661,6 +743,7 @@ def _audit(
     square_n: int,
     strong_iter: int,
     reference_accuracy: float | None,
+    known_broken: Tensor | Sequence[int] | None = None,
 ) -> AuditReport:
     t0 = time.perf_counter()
     th = thresholds or AuditThresholds()
@@ -686,6 +769,11 @@ def _audit(
     perm = torch.randperm(x_all.shape[0], generator=g)[: max(1, n)]
     x, y = x_all[perm], y_all[perm]
     n_used = int(x.shape[0])
+    # points a stored evaluation at this threat already broke: reused, never searched again
+    known = torch.zeros(n_used, dtype=torch.bool)
+    if known_broken is not None:
+        kb = torch.as_tensor(known_broken, dtype=torch.long).flatten()
+        known = torch.isin(perm, kb)
     xc, yc = x[: max(1, min(curve_n, n_used))], y[: max(1, min(curve_n, n_used))]
     tol = max(th.tolerance, 2.0 / n_used)
     tol_c = max(th.tolerance, 2.0 / xc.shape[0])
@@ -821,7 +909,19 @@ def _audit(
         )
 
     mark("transfer-gap")
-    if "transfer-gap" in wanted:
+    if "transfer-gap" in wanted and pgd_acc == 0.0:
+        # white-box PGD left no point robust: a transfer attack cannot do better, so the check
+        # passes without training a surrogate (most of the audit's time on an undefended model)
+        results.append(
+            Check(
+                "transfer-gap",
+                "pass",
+                {"white_box_accuracy": pgd_acc, "black_box_accuracy": None, "gap": None, "tolerance": tol},
+                "white-box PGD broke every point, so no transfer attack can do better; "
+                "no surrogate trained",
+            )
+        )
+    elif "transfer-gap" in wanted:
         if surrogate is None:
             say(f"audit: training a surrogate ({surrogate_epochs} epochs)")
             from entrobust.diagnostics.surrogate import train_surrogate
@@ -866,10 +966,12 @@ def _audit(
     robust_idx = (
         (grad_ok & clean).nonzero().squeeze(1) if grad_ok is not None else torch.zeros(0, dtype=torch.long)
     )
+    reused = int(known[robust_idx].sum())  # of those, broken by the stored evaluation already
+    search_idx = robust_idx[~known[robust_idx]]
 
     mark("random-search")
     if "random-search" in wanted:
-        sub = robust_idx[:random_search_n]
+        sub = search_idx[:random_search_n]
         say(f"audit: random search ({random_search_samples} samples on {sub.numel()} PGD-robust points)")
         if sub.numel():
             # the same seeded samples whatever the forward batch; on a CPU small forwards stay in
@@ -887,6 +989,7 @@ def _audit(
                 status,
                 {
                     "pgd_robust_points": int(robust_idx.numel()),
+                    "broken_by_evaluation": reused,
                     "searched": int(sub.numel()),
                     "samples": random_search_samples,
                     "random_successes": broken,
@@ -900,7 +1003,7 @@ def _audit(
 
     mark("square")
     if "square" in wanted:
-        sub = robust_idx[:square_n]
+        sub = search_idx[:square_n]
         say(f"audit: Square ({square_queries} queries on {sub.numel()} PGD-robust points)")
         if sub.numel():
             sq = build_attack("square", threat, n_queries=square_queries, p_init=0.8, seed=seed)
@@ -914,6 +1017,7 @@ def _audit(
                 status,
                 {
                     "pgd_robust_points": int(robust_idx.numel()),
+                    "broken_by_evaluation": reused,
                     "searched": int(sub.numel()),
                     "queries": square_queries,
                     "square_successes": broken,
@@ -929,9 +1033,10 @@ def _audit(
     mark("strong-attack")
     if "strong-attack" in wanted:
         assert grad_ok is not None and pgd_ok is not None
-        sub = robust_idx
+        sub = search_idx
         say(f"audit: APGD-CE / APGD-DLR ({strong_iter} iterations) on {sub.numel()} PGD-robust points")
         strong_ok = grad_ok.clone()
+        strong_ok[known] = False  # the stored evaluation's adversarial examples count as found
         if sub.numel():
             with frozen(model, "eval"), torch.no_grad():
                 n_classes = int(model(x[:1].to(model_device(model))).shape[1])
@@ -959,12 +1064,14 @@ def _audit(
                     "pgd_accuracy": pgd_acc,
                     "gradient_worst_case_accuracy": grad_acc,
                     "apgd_accuracy": strong_acc,
+                    "broken_by_evaluation": reused,
                     "reference_accuracy": reference_accuracy,  # None: no stored reference (JSON null)
                     "gap": gap,
                     "tolerance": tol,
                 },
                 f"the audit's {pgd_steps}-step PGD (worst of CE and margin) leaves {grad_acc:.3f} but APGD "
                 f"({strong_iter} iterations) {strong_acc:.3f}"
+                + (f" (with {reused} points the stored evaluation broke)" if reused else "")
                 + ref_text
                 + ": the weaker attack overstates robustness; report the stronger one (Croce & Hein 2020)",
             )
@@ -1013,12 +1120,8 @@ def _audit(
     if "steps-curve" in wanted:
         say(f"audit: accuracy vs steps {list(steps_grid)}")
         floor = 1.0 / 510.0
-        accs, sizes = [], []
-        for k in steps_grid:
-            size = max(floor, 2.0 * eps / k)
-            atk = pgd_attack(threat, steps=int(k), step_size=size)
-            accs.append(_acc(_attack_correct(model, atk, xc, yc, batch_size, nd, clean_c_mask)))
-            sizes.append(size)
+        sizes = [max(floor, 2.0 * eps / k) for k in steps_grid]
+        accs = _steps_curve(model, threat, xc, yc, clean_c_mask, steps_grid, sizes, batch_size, nd, seed, eot)
         curves["steps"] = {"steps": [float(k) for k in steps_grid], "accuracy": accs, "step_size": sizes}
         clean_c = _acc(clean[: xc.shape[0]])
         drop = accs[-2] - accs[-1] if len(accs) > 1 else 0.0
@@ -1122,6 +1225,7 @@ def _audit(
             "square_queries": square_queries,
             "square_n": square_n,
             "strong_iter": strong_iter,
+            "known_broken": int(known.sum()),
             "thresholds": asdict(th),
             "stage_seconds": {k: round(v, 3) for k, v in timings.items()},
         },

@@ -23,9 +23,11 @@ from entrobust.evaluation.suites import (
     parse_value,
     register_suite,
 )
+from entrobust.record import EvalRecord
 
 __all__ = [
     "SUITES",
+    "EvalRecord",
     "EvalResult",
     "Step",
     "Suite",

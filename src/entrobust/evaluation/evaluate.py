@@ -53,11 +53,12 @@ from torch import Tensor, nn
 import entrobust
 from entrobust import accel, distributed
 from entrobust.attacks.base import Attack, entropy_of, frozen, margin_of
-from entrobust.attacks.engine import accuracy_over_draws, is_stochastic
+from entrobust.attacks.engine import is_stochastic
 from entrobust.attacks.inputs import check_finite, check_label_range, check_labels, check_layout, check_logits
 from entrobust.attacks.threat import NORMS, ThreatModel, flat_norm
 from entrobust.errors import ConfigError, DataError
 from entrobust.evaluation.result import CLEAN_FIELDS, STEP_FIELDS, EvalResult, Step, format_eps
+from entrobust.evaluation.robust import correct
 from entrobust.evaluation.sharding import on_main, sharded_map
 from entrobust.evaluation.state import EvalState
 from entrobust.evaluation.suites import Suite, SuiteEntry, build_entry, get_suite, parse_value
@@ -660,8 +661,8 @@ def _compute_chunk(
     succ = res.success.cpu().bool()
     draws = int(getattr(attack, "draws", 1) or 1)
     if draws > 1:  # a randomized model (autoattack-rand): broken unless most draws are right
-        with frozen(net, "eval"), accel.autocast(dev, amp):
-            succ = ~(accuracy_over_draws(net, res.x_adv, y[pos].to(dev), draws) > 0.5).cpu()
+        with accel.autocast(dev, amp):
+            succ = ~correct(net, res.x_adv, y[pos].to(dev), draws=draws).cpu()
     newly = succ & (broken[pos] < 0)  # chunks of a step are disjoint: the same when applied
     return {
         "success": succ,

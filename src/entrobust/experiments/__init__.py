@@ -1,4 +1,7 @@
-"""Experiments (SPEC §6): study files, the resumable runner, the results store and the claims check.
+"""Experiments (SPEC §6): study files, the resumable runner and the results store.
+
+The claims check lives beside the tables in :mod:`entrobust.report.claims` (``check_claims`` is
+re-exported here); this package imports :mod:`entrobust.report`, never the reverse.
 
 >>> from entrobust.experiments import load_experiment, run_experiment
 >>> exp = load_experiment("experiments/ru-mnist5k-cpu.toml")     # doctest: +SKIP
@@ -43,7 +46,7 @@ def __getattr__(name: str) -> object:  # heavy parts load on first use
 
         return run_experiment
     if name == "check_claims":
-        from entrobust.experiments.claims import check_claims
+        from entrobust.report.claims import check_claims
 
         return check_claims
     raise AttributeError(f"module 'entrobust.experiments' has no attribute {name!r}")

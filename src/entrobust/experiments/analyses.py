@@ -1,16 +1,26 @@
-"""Analyses an experiment can run after training: a registry of small adapters from a trained run
-to the diagnostics of :mod:`entrobust.diagnostics`, each returning JSON for the results store.
+"""Analyses an experiment can run after training: a registry (:data:`EXPERIMENT_ANALYSES`) of
+small adapters from a trained run to the diagnostics of :mod:`entrobust.diagnostics`, each with
+typed parameters and returning JSON for the results store.
 
-=============  ========  ==========================================================================
-kind           scope     what it stores (source)
-=============  ========  ==========================================================================
-``audit``      run       gradient-obfuscation checks + accuracy-vs-ε / steps curves (RU §5.2, App. C)
-``geometry``   run       RU Table 4 rows: margin, ‖∇ₓf‖₂, normalized margin, Q_f, distortion,
-                         correlation; entropy / confidence histograms (RU §6)
-``fuzziness``  run       fuzziness per conv layer + weight histograms (Min-Max eqs. 14–15, Figs. 4–5)
-``landscape``  run       input-space loss / margin surfaces at x + ε₁·sign ∇ + ε₂·d (RU App. C.2)
-``toy``        study     the smoothness toy surfaces (Kanai §5.1, App. C)
-=============  ========  ==========================================================================
+``entrobust analyze`` on one checkpoint has its own list, :data:`entrobust.diagnostics.analysis.
+CHECKPOINT_ANALYSES` (options from the command line, PNG files beside the JSON); a name means the
+same quantity in both (``input-surface``, ``fuzziness``, ``toy``).
+
+=================  ========  ======================================================================
+kind               scope     what it stores (source)
+=================  ========  ======================================================================
+``audit``          run       gradient-obfuscation checks + accuracy-vs-ε / steps curves (RU §5.2,
+                             App. C)
+``geometry``       run       RU Table 4 rows: margin, ‖∇ₓf‖₂, normalized margin, Q_f, distortion,
+                             correlation; entropy / confidence histograms (RU §6)
+``fuzziness``      run       fuzziness per conv layer + weight histograms (Min-Max eqs. 14–15)
+``input-surface``  run       input-space loss / margin surfaces at x + ε₁·sign ∇ + ε₂·d (RU App. C.2)
+``toy``            study     the smoothness toy surfaces (Kanai §5.1, App. C)
+=================  ========  ======================================================================
+
+``landscape``, the input surface's name before the weight-space landscape of ``entrobust analyze``
+made it ambiguous, is still read from experiment files as ``input-surface`` with a
+:class:`DeprecationWarning` (:data:`RENAMED_KINDS`).
 
 Each kind has typed defaults; :meth:`Analysis.validate` rejects unknown parameters and wrong
 types by name, then checks every value by building what the analysis would build (its threat
@@ -22,6 +32,7 @@ training.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +41,15 @@ from typing import Any
 from entrobust.errors import ConfigError
 from entrobust.registry import Registry
 
-__all__ = ["ANALYSES", "Analysis", "AnalysisContext", "audit_threat", "default_eps"]
+__all__ = [
+    "EXPERIMENT_ANALYSES",
+    "RENAMED_KINDS",
+    "Analysis",
+    "AnalysisContext",
+    "analysis_kind",
+    "audit_threat",
+    "default_eps",
+]
 
 
 @dataclass
@@ -51,6 +70,9 @@ class AnalysisContext:
     #: the strongest stored white-box evaluation of this run at the analysis' threat (the audit's
     #: ``strong-attack`` reference): ``{"accuracy", "attack", "n", "evaluation"}``, or None
     reference: dict[str, Any] | None = None
+    #: test-set indices a stored evaluation at the audit's threat already broke: the audit reuses
+    #: them instead of attacking them again (``audit(..., known_broken=...)``)
+    known_broken: list[int] | None = None
     out_dir: Path | None = None
     seed: int = 0
     log: Callable[[str], Any] = field(default=lambda _m: None)
@@ -141,11 +163,30 @@ def _fraction(key: str, value: str) -> float:
     return float(v)
 
 
-ANALYSES: Registry[Analysis] = Registry("analysis")
+EXPERIMENT_ANALYSES: Registry[Analysis] = Registry("experiment analysis")
+
+#: old kind → its current name (accepted in experiment files, with a DeprecationWarning)
+RENAMED_KINDS: dict[str, str] = {"landscape": "input-surface"}
 
 
 def _register(a: Analysis) -> Analysis:
-    return ANALYSES.register(a.name, a, help=a.description)
+    return EXPERIMENT_ANALYSES.register(a.name, a, help=a.description)
+
+
+def analysis_kind(name: str, where: str = "analysis") -> str:
+    """The current name of analysis kind ``name``: a renamed kind (:data:`RENAMED_KINDS`) gives its
+    new name and a :class:`DeprecationWarning` naming ``where``; any other name is returned as is."""
+    new = RENAMED_KINDS.get(name)
+    if new is None:
+        return name
+    warnings.warn(
+        f"{where}: analysis kind {name!r} is now called {new!r} (the input-space loss surface; "
+        "the weight-space landscape is 'weight-landscape' of `entrobust analyze`); "
+        f"write [analysis.{new}]",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return new
 
 
 def default_eps(dataset: str | None, norm: str = "linf") -> float:
@@ -207,6 +248,8 @@ def _audit(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     }
     if ctx.reference is not None:
         kwargs["reference_accuracy"] = float(ctx.reference["accuracy"])
+    if ctx.known_broken:
+        kwargs["known_broken"] = list(ctx.known_broken)
     if p["checks"]:
         kwargs["checks"] = list(p["checks"])
     if p["eps_factors"]:
@@ -380,8 +423,8 @@ _register(
 )
 
 
-# ------------------------------------------------------------------------------------ landscape
-def _landscape(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
+# ------------------------------------------------------------------------------------ input surface
+def _input_surface(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     from entrobust.diagnostics import input_surface
 
     x, y = _subset(ctx.test, max(1, p["examples"]), ctx.seed)
@@ -394,7 +437,7 @@ def _landscape(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     return _finite({"surfaces": surfaces, "radius": p["radius"]})
 
 
-def _check_landscape(p: dict[str, Any]) -> None:
+def _check_input_surface(p: dict[str, Any]) -> None:
     _at_least(p, 1, "examples")
     _at_least(p, 2, "resolution")
     _positive(p, "radius")
@@ -402,12 +445,12 @@ def _check_landscape(p: dict[str, Any]) -> None:
 
 _register(
     Analysis(
-        "landscape",
-        _landscape,
+        "input-surface",
+        _input_surface,
         {"examples": 1, "radius": 0.04, "resolution": 15},
         description="input-space loss and margin surfaces along sign-gradient and random directions "
         "(RU App. C.2)",
-        check=_check_landscape,
+        check=_check_input_surface,
     )
 )
 

@@ -224,7 +224,7 @@ def _definition(
                 "only": geometry_for,
             },
             "fuzziness": {},
-            "landscape": {"resolution": 9 if tiny else 15, "only": geometry_for},
+            "input-surface": {"resolution": 9 if tiny else 15, "only": geometry_for},
             "toy": {
                 "resolution": 21 if tiny else 41,
                 "pgd_steps": 10 if tiny else 30,
@@ -276,20 +276,24 @@ def run_demo(
     defenses: Sequence[str] | None = None,
     wait: bool = False,
     workers: int | None = 1,
+    adaptive: bool = False,
 ) -> Any:
     """Run (or resume) the demo into ``out``: workspace, ``report.html``, ``report.md``; print where
     it is as it goes and the claims table at the end. Returns the
     :class:`~entrobust.experiments.runner.ExperimentResult`. ``workers``: worker processes of the
-    runner (:func:`~entrobust.experiments.runner.run_experiment`; ``None``: every core)."""
-    from entrobust.experiments.claims import format_claims
+    runner (:func:`~entrobust.experiments.runner.run_experiment`; ``None``: every core).
+    ``adaptive``: escalate every model whose audit warned or failed (``run --adaptive``)."""
     from entrobust.experiments.runner import Progress, run_experiment
+    from entrobust.report.claims import format_claims
 
     exp = demo_experiment(scale, device=device, threads=threads, defenses=defenses)
     log = log if log is not None else Progress()
     out = Path(out)
     t0 = time.perf_counter()
     log(f"entrobust demo ({scale} scale): {len(exp.defenses)} defenses on mnist5k → {out.resolve()}")
-    result = run_experiment(exp, out, log=log, progress=progress, report_dir=out, wait=wait, workers=workers)
+    result = run_experiment(
+        exp, out, log=log, progress=progress, report_dir=out, wait=wait, workers=workers, adaptive=adaptive
+    )
     log(f"demo finished in {time.perf_counter() - t0:.1f}s")
     if log.stream is not None:
         print("\nClaims check (the papers' claims on these results):", file=log.stream)

@@ -33,7 +33,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,15 +41,17 @@ from entrobust import distributed
 from entrobust.errors import ConfigError
 from entrobust.experiments.spec import EvaluationSpec, Experiment, PlannedRun
 from entrobust.experiments.store import Store, config_hash
+from entrobust.record import EvalRecord
 
 __all__ = [
     "ExperimentResult",
     "Progress",
     "audit_flag",
     "available_cores",
-    "evaluation_rows",
+    "evaluation_records",
     "run_experiment",
     "store_path",
+    "stored_broken",
     "strongest_stored",
     "unit_threads",
 ]
@@ -142,7 +144,8 @@ class _TransferFactory:
     """Suite-row factory for black-box rows: ``attack`` crafted on ``surrogate`` (RU §5.1).
 
     Carries a stable ``__qualname__`` naming the surrogate run, so the evaluation's resume
-    fingerprint is the same in every process.
+    fingerprint is the same in every process. The stored rows name the surrogate and the attack
+    in their own fields (:class:`~entrobust.record.EvalRecord`), never through it.
     """
 
     def __init__(self, surrogate: Any, attack: str, surrogate_id: str) -> None:
@@ -172,13 +175,23 @@ def _transfer_suite(suite_spec: str, dataset: str, surrogate: Any, surrogate_id:
     )
 
 
-def evaluation_rows(
-    result: Any, spec: EvaluationSpec, *, extra: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """Store rows of one :class:`~entrobust.evaluation.EvalResult`: a ``clean`` row (ε = 0, with
-    per-example clean margin / loss / entropy), one row per (attack, ε) step and one ``worst-case``
-    row per ε. A step row's accuracy is the attack's own accuracy in independent mode and the
-    cumulative worst case after it in cascade mode (``spec["accuracy"]`` says which)."""
+def evaluation_records(
+    result: Any,
+    spec: EvaluationSpec,
+    run_id: str,
+    *,
+    surrogate: str | None = None,
+    attack_names: Sequence[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> list[EvalRecord]:
+    """The store's records of one :class:`~entrobust.evaluation.EvalResult` of run ``run_id``: a
+    ``clean`` row (ε = 0, with per-example clean margin / loss / entropy), one row per (attack, ε)
+    step and one ``worst-case`` row per ε. A step row's accuracy is the attack's own accuracy in
+    independent mode and the cumulative worst case after it in cascade mode (``accuracy``).
+
+    ``surrogate`` is the run a black-box suite was crafted on; ``attack_names`` the registered
+    attack of each suite entry when the entries are factories (the transfer rows), by entry index.
+    """
     extra = dict(extra or {})
     n = result.n
     idx = [int(i) for i in result.indices.tolist()]
@@ -191,11 +204,17 @@ def evaluation_rows(
         "model_sha256": result.meta.get("model_sha256"),
         **extra,
     }
-    rows: list[dict[str, Any]] = []
+    common = {
+        "run_id": run_id,
+        "evaluation": spec.name,
+        "n": n,
+        "clean_acc": clean_acc,
+        "surrogate": surrogate,
+    }
     cc = result.clean["clean_correct"]
     clean_examples = None
     if spec.per_example:
-        clean_examples = [
+        clean_examples = tuple(
             {
                 "idx": idx[i],
                 "success": not bool(cc[i]),
@@ -204,14 +223,14 @@ def evaluation_rows(
                 "entropy": float(result.clean["clean_entropy"][i]),
             }
             for i in range(n)
-        ]
-    rows.append(
-        {
-            "attack": "clean", "spec": {**base_spec, "row": "clean"}, "norm": result.norm, "eps": 0.0, "n": n,
-            "clean_acc": clean_acc, "robust_acc": clean_acc, "examples": clean_examples,
-        }
-    )  # fmt: skip
-    key = "standalone_accuracy" if result.mode == "independent" else "cumulative_accuracy"
+        )
+    records = [
+        EvalRecord(
+            attack="clean", row="clean", norm=result.norm, eps=0.0, robust_acc=clean_acc, spec=base_spec,
+            examples=clean_examples, **common,
+        )
+    ]  # fmt: skip
+    cumulative = result.mode != "independent"
     entries = result.suite.get("entries", [])
     for st in result.attack_stats():
         i_step = st["index"]
@@ -219,54 +238,127 @@ def evaluation_rows(
         if spec.per_example:
             rec = result.records
             ran = rec["ran"][i_step]
-            examples = []
-            for i in ran.nonzero().flatten().tolist():
-                examples.append(
-                    {
-                        "idx": idx[i],
-                        "success": bool(rec["success"][i_step, i]),
-                        "first_success": int(rec["first_success"][i_step, i]),
-                        "margin": _num(rec["margin"][i_step, i]),
-                        "loss": _num(rec["loss"][i_step, i]),
-                        "entropy": _num(rec["entropy"][i_step, i]),
-                        "distance": _num(rec["distance"][i_step, i]),
-                    }
-                )
-        entry = entries[st["entry_index"]] if st["entry_index"] < len(entries) else {}
-        rows.append(
-            {
-                "attack": st["label"],
-                "spec": {
+            examples = tuple(
+                {
+                    "idx": idx[i],
+                    "success": bool(rec["success"][i_step, i]),
+                    "first_success": int(rec["first_success"][i_step, i]),
+                    "margin": _num(rec["margin"][i_step, i]),
+                    "loss": _num(rec["loss"][i_step, i]),
+                    "entropy": _num(rec["entropy"][i_step, i]),
+                    "distance": _num(rec["distance"][i_step, i]),
+                }
+                for i in ran.nonzero().flatten().tolist()
+            )
+        k = st["entry_index"]
+        entry = entries[k] if k < len(entries) else {}
+        name = attack_names[k] if attack_names is not None else entry.get("attack", st["label"])
+        records.append(
+            EvalRecord(
+                attack=st["label"],
+                row="attack",
+                attack_name=str(name),
+                accuracy="cumulative" if cumulative else "standalone",
+                norm=st["norm"],
+                eps=st["eps"],
+                robust_acc=st["cumulative_accuracy" if cumulative else "standalone_accuracy"],
+                spec={
                     **base_spec,
-                    "row": "attack",
                     "entry": entry,
                     "step": i_step,
-                    "accuracy": "standalone" if key == "standalone_accuracy" else "cumulative",
                     "n_attacked": st["n_attacked"],
                     "n_fooled": st["n_fooled"],
                     "seconds": st["seconds"],
                 },
-                "norm": st["norm"],
-                "eps": st["eps"],
-                "n": n,
-                "clean_acc": clean_acc,
-                "robust_acc": st[key],
-                "examples": examples,
-            }
+                examples=examples,
+                **common,
+            )
         )
     for e in result.attacked_eps:  # a column where no attack ran has no worst case to store
         mask = result.robust_mask(e)
         worst = (
-            [{"idx": idx[i], "success": not bool(mask[i])} for i in range(n)] if spec.per_example else None
+            tuple({"idx": idx[i], "success": not bool(mask[i])} for i in range(n))
+            if spec.per_example
+            else None
         )
-        rows.append(
-            {
-                "attack": "worst-case", "spec": {**base_spec, "row": "worst-case"}, "norm": result.norm,
-                "eps": float(e), "n": n, "clean_acc": clean_acc, "robust_acc": result.robust_accuracy(e),
-                "examples": worst,
-            }
+        records.append(
+            EvalRecord(
+                attack="worst-case", row="worst-case", norm=result.norm, eps=float(e),
+                robust_acc=result.robust_accuracy(e), spec=base_spec, examples=worst, **common,
+            )
         )  # fmt: skip
-    return rows
+    return records
+
+
+def _escalated_rows(
+    result: Any,
+    spec: EvaluationSpec,
+    run_id: str,
+    base: EvalRecord | None,
+    base_examples: list[dict[str, Any]],
+    robust: Any,
+    info: dict[str, Any],
+) -> list[EvalRecord]:
+    """Store records of an escalation (see :meth:`_Runner.escalate_one`). With a base evaluation
+    the added rows ran only on its ``robust`` points: accuracies are counted over the base's ``n``
+    points (a point the base broke stays broken), examples carry test-set indices, and the
+    worst-case row marks every base point. Without one they are the result's own records."""
+    extra = {"adaptive": info}
+    if base is None:
+        assert result is not None
+        return evaluation_records(result, spec, run_id, extra=extra)
+    n = int(base.n)
+    fooled: set[int] = set()
+    records: list[EvalRecord] = []
+    base_spec = {"evaluation": spec.key(), **extra}
+    if result is not None:
+        for rec in evaluation_records(result, spec, run_id, extra=extra):
+            local = tuple(dict(e, idx=int(robust[int(e["idx"])])) for e in rec.examples or ())
+            if rec.row == "worst-case":
+                fooled = {int(e["idx"]) for e in local if e["success"]}
+                continue
+            if rec.row == "clean":
+                continue
+            # a step row: its accuracy over the m robust points, counted over the base's n
+            records.append(
+                replace(
+                    rec,
+                    n=n,
+                    clean_acc=base.clean_acc,
+                    robust_acc=float(rec.robust_acc) * rec.n / n,
+                    examples=local,
+                )
+            )
+    worst = tuple(
+        {"idx": int(e["idx"]), "success": bool(e["success"]) or int(e["idx"]) in fooled}
+        for e in base_examples
+    )
+    acc = sum(not w["success"] for w in worst) / max(n, 1)
+    common: dict[str, Any] = {"run_id": run_id, "evaluation": spec.name, "norm": base.norm, "n": n}
+    common["clean_acc"] = base.clean_acc
+    records.insert(
+        0,
+        EvalRecord(attack="clean", row="clean", eps=0.0, robust_acc=base.clean_acc, spec=base_spec, **common),
+    )
+    records.append(
+        EvalRecord(
+            attack="worst-case",
+            row="worst-case",
+            eps=float(base.eps),
+            robust_acc=acc,
+            spec=base_spec,
+            examples=worst,
+            **common,
+        )
+    )
+    return records
+
+
+def _evaluation_name(e: EvalRecord) -> str:
+    """How the flag summary names a stored worst-case row's evaluation."""
+    if e.spec.get("adaptive"):
+        return "adaptive"
+    return e.evaluation.split(" ")[0] or "?"
 
 
 def _num(v: Any) -> float | None:
@@ -282,16 +374,29 @@ def strongest_stored(store: Any, run_id: str, eps: float, norm: str) -> dict[str
         e
         for e in store.evaluations(run_id, norm=norm)
         if abs(float(e.eps) - eps) < 1e-6
-        and e.attack != "clean"
-        and (e.spec or {}).get("row", "") != "clean"
-        and not (e.spec or {}).get("transfer_from")
+        and e.row != "clean"
+        and not e.transfer
+        and not e.spec.get("adaptive")  # an escalation follows the audit, never feeds it
     ]
     if not rows:
         return None
     best = min(rows, key=lambda e: (e.robust_acc, -e.n, e.id))
-    suite = str(((best.spec or {}).get("suite") or {}).get("name", "")) or best.suite
+    suite = best.suite_name or best.evaluation
     what = best.attack if best.attack != "worst-case" else f"worst case of {suite}"
     return {"accuracy": float(best.robust_acc), "attack": what, "n": int(best.n), "evaluation": best.id}
+
+
+def stored_broken(store: Any, run_id: str, eps: float, norm: str) -> list[int]:
+    """Test-set indices that any stored white-box worst-case row of ``run_id`` at (``eps``,
+    ``norm``) or a smaller ε broke (escalations excluded) — the points the audit reuses instead of
+    attacking them again (``audit(..., known_broken=...)``)."""
+    out: set[int] = set()
+    for e in store.evaluations(run_id, norm=norm):
+        if e.row != "worst-case" or e.transfer or e.spec.get("adaptive"):
+            continue
+        if float(e.eps) <= eps + 1e-6:
+            out.update(int(r["idx"]) for r in store.examples(e.id) if r.get("success"))
+    return sorted(out)
 
 
 def audit_flag(label: str, audit: dict[str, Any] | None) -> str | None:
@@ -548,9 +653,11 @@ class _Runner:
         model = self.model(k, ev.checkpoint)
         suite: Any = ev.suite
         extra: dict[str, Any] = {"checkpoint": ev.checkpoint}
+        attack_names = None
         if surrogate_k is not None:
             suite = _transfer_suite(ev.suite, pr.dataset, self.model(surrogate_k, ev.checkpoint), str(sur_id))
-            extra.update(transfer_from=sur_id, surrogate_label=self.plan[surrogate_k].label)
+            attack_names = [e.attack.attack for e in suite.entries]
+            extra.update(surrogate_label=self.plan[surrogate_k].label)
         state = self.run_dir(rid) / "eval" / f"{ev.name}-{spec_hash}"
         result = evaluate(
             model,
@@ -567,8 +674,10 @@ class _Runner:
             mode=ev.mode,  # type: ignore[arg-type]
             dataset=pr.dataset,
         )
-        rows = evaluation_rows(result, ev, extra=extra)
-        self.store.replace_evaluations(rid, ev.name, rows, stage=(stage, spec_hash))
+        records = evaluation_records(
+            result, ev, rid, surrogate=sur_id, attack_names=attack_names, extra=extra
+        )
+        self.store.replace_evaluations(rid, ev.name, records, stage=(stage, spec_hash))
         if distributed.is_main():
             shutil.rmtree(state, ignore_errors=True)
         self.log.count(stage, "ran")
@@ -603,17 +712,17 @@ class _Runner:
                 self.analyse_run(a, k, f"{pos + 1}/{len(targets)}")
 
     def analysis_scope(self, a: Any) -> str:
-        from entrobust.experiments.analyses import ANALYSES
+        from entrobust.experiments.analyses import EXPERIMENT_ANALYSES
 
-        return str(ANALYSES.get(a.kind).scope)
+        return str(EXPERIMENT_ANALYSES.get(a.kind).scope)
 
     def analysis_targets(self, a: Any) -> list[int]:
         return [k for k, pr in enumerate(self.plan) if a.only is None or pr.label in a.only]
 
     def _analysis_hash(self, a: Any) -> tuple[Any, dict[str, Any], str]:
-        from entrobust.experiments.analyses import ANALYSES
+        from entrobust.experiments.analyses import EXPERIMENT_ANALYSES
 
-        kind = ANALYSES.get(a.kind)
+        kind = EXPERIMENT_ANALYSES.get(a.kind)
         params = kind.validate(a.params)
         return kind, params, config_hash({"kind": a.kind, "params": params})
 
@@ -646,6 +755,12 @@ class _Runner:
             self.log.count(stage, "skipped")
             self.log(f"analysis {a.kind} {pos} {_describe(pr)}: done before, skipped")
             return
+        broken = None
+        if a.kind == "audit":
+            from entrobust.experiments.analyses import audit_threat
+
+            norm, eps = audit_threat(pr.dataset, params)
+            broken = stored_broken(self.store, rid, eps, norm)
         self.log(f"analysis {a.kind} {pos} {_describe(pr)}")
         t0 = time.perf_counter()
         ctx = AnalysisContext(
@@ -655,6 +770,7 @@ class _Runner:
             train=self.dataset(pr.dataset, "train", pr.config.data_root),
             surrogate=self.model(sur) if sur is not None else None,
             reference=ref,
+            known_broken=broken,
             out_dir=self.run_dir(rid) if distributed.is_main() else self._scratch(),
             seed=pr.seed,
             log=lambda m: self.log("  " + m),
@@ -686,7 +802,143 @@ class _Runner:
         key: dict[str, Any] = {"spec": spec_hash, "surrogate": self.ids[sur] if sur is not None else None}
         if ref is not None:
             key["reference"] = round(float(ref["accuracy"]), 9)
+            # the reused broken points come from the same stored evaluations as the reference
+            key["broken"] = config_hash({"idx": stored_broken(self.store, self.ids[k], eps, norm)})
         return sur, ref, config_hash(key)
+
+    # ----------------------------------------------------------------- escalation (--adaptive)
+    def escalate_all(self) -> None:
+        for k in self.audited():
+            self.escalate_one(k)
+
+    def audited(self) -> list[int]:
+        """The runs the experiment audits (each gets an escalation unit under ``--adaptive``)."""
+        out: list[int] = []
+        for a in self.exp.analyses:
+            if a.kind == "audit":
+                out += [k for k in self.analysis_targets(a) if k not in out]
+        return out
+
+    def _escalation_inputs(self, k: int) -> tuple[dict[str, Any] | None, Any, int | None, str]:
+        """Run ``k``'s stored audit when it warned or failed (else None), the stored worst-case row
+        the escalation continues (the lowest at the audit's ε, with per-example outcomes), the
+        surrogate run and the stage hash (changes with any of them)."""
+        audit = self.store.analysis(self.ids[k], "audit")
+        if not audit or audit.get("status") not in ("warn", "fail"):
+            return None, None, None, ""
+        th = audit.get("threat") or {}
+        norm, eps = str(th.get("norm", "linf")), float(th.get("eps", 0.0))
+        rows = [
+            e
+            for e in self.store.evaluations(self.ids[k], norm=norm)
+            if e.row == "worst-case"
+            and abs(float(e.eps) - eps) < 1e-6
+            and not e.transfer
+            and not e.spec.get("adaptive")
+        ]
+        base = min(rows, key=lambda e: (e.robust_acc, -e.n, e.id)) if rows else None
+        sur = self.normal_for(k)
+        key = {
+            "audit": config_hash({"checks": audit.get("checks"), "threat": th}),
+            "base": None if base is None else [base.id, round(float(base.robust_acc), 9), base.n],
+            "surrogate": self.ids[sur] if sur is not None else None,
+        }
+        return audit, base, sur, config_hash(key)
+
+    def escalate_one(self, k: int) -> None:
+        """``--adaptive``: after run ``k``'s audit warned or failed, evaluate the rows its evidence
+        calls for (:func:`entrobust.evaluation.adaptive.escalation`) at the audit's threat, on the
+        points the strongest stored evaluation there left robust, and store the result as the
+        evaluation ``adaptive`` — its worst-case row is the per-example worst case over that
+        evaluation and the added rows, on the same points. Resumable like any evaluation."""
+        import torch
+
+        from entrobust.evaluation import evaluate, get_suite
+        from entrobust.evaluation.adaptive import escalation, nondifferentiable_modules
+        from entrobust.evaluation.suites import concat
+
+        pr, rid = self.plan[k], self.ids[k]
+        stage = "eval:adaptive"
+        audit, base, sur, h = self._escalation_inputs(k)
+        if audit is None:
+            self.log(f"adaptive {_describe(pr)}: the audit passed (or is missing), nothing to escalate")
+            return
+        if self.store.stage_done(rid, stage, h):
+            self.log.count(stage, "skipped")
+            self.log(f"adaptive {_describe(pr)}: done before, skipped")
+            return
+        th = audit.get("threat") or {}
+        norm, eps = str(th.get("norm", "linf")), float(th.get("eps", 0.0))
+        model = self.model(k)
+        test = self.dataset(pr.dataset, "test", pr.config.data_root)
+        from entrobust.diagnostics._util import as_xy
+
+        x_all, y_all = as_xy(test)
+        stochastic = bool((audit.get("settings") or {}).get("stochastic", False))
+        esc = escalation(
+            audit,
+            stochastic=stochastic,
+            surrogate=sur is not None,
+            nondifferentiable=nondifferentiable_modules(model, x_all[:8].float()),
+        )
+        suite: Any = get_suite(",".join(esc.rows), pr.dataset)
+        if esc.transfer and sur is not None:
+            black_box = _transfer_suite("pgd:steps=20", pr.dataset, self.model(sur), self.ids[sur])
+            suite = concat([suite, black_box])
+        status = str(audit["status"]).upper()
+        self.log(
+            f"adaptive {_describe(pr)}: audit {status} → adding {', '.join(esc.rows)}"
+            + (" + transfer PGD" if esc.transfer else "")
+        )
+        for reason in esc.reasons:
+            self.log(f"  {reason}")
+        for advice in esc.advice:
+            self.log(f"  ADVICE: {advice}")
+        t0 = time.perf_counter()
+        base_examples = self.store.examples(base.id) if base is not None else []
+        spec = EvaluationSpec(name="adaptive", suite=",".join(esc.rows), eps=(eps,), norm=norm)
+        state = self.run_dir(rid) / "eval" / f"adaptive-{h}"
+        if base_examples:
+            left = [int(r["idx"]) for r in base_examples if not r["success"]]
+            robust = torch.tensor(left, dtype=torch.long)
+            data: Any = (x_all[robust], y_all[robust])
+        else:
+            robust, data = None, test
+        result = None
+        if robust is None or robust.numel():
+            result = evaluate(
+                model,
+                data,
+                suite,
+                eps=[eps],
+                norm=norm,
+                state_path=state,
+                progress=self.progress,
+                seed=0,
+                keep_examples=False,
+                dataset=pr.dataset,
+                max_examples=None if robust is not None else int(audit.get("n") or 200),
+            )
+        info = {
+            "escalates": None if base is None else base.id,
+            "base_accuracy": None if base is None else float(base.robust_acc),
+            "audit_status": audit.get("status"),
+            "evidence": esc.evidence,
+            "added": list(esc.rows) + (["transfer-pgd"] if esc.transfer else []),
+            "reasons": list(esc.reasons),
+            "advice": list(esc.advice),
+        }
+        records = _escalated_rows(result, spec, rid, base, base_examples, robust, info)
+        self.store.replace_evaluations(rid, "adaptive", records, stage=(stage, h))
+        if distributed.is_main():
+            shutil.rmtree(state, ignore_errors=True)
+        self.log.count(stage, "ran")
+        worst = next(r.robust_acc for r in records if r.row == "worst-case")
+        was = f" (plain {_fmt_pct(base.robust_acc)})" if base is not None else ""
+        self.log(
+            f"  adaptive worst case at {norm} ε={eps:.3g}: {_fmt_pct(worst)}{was} "
+            f"({time.perf_counter() - t0:.1f}s)"
+        )
 
     def strongest_stored(self, k: int, eps: float, norm: str) -> dict[str, Any] | None:
         """:func:`strongest_stored` for run ``k``."""
@@ -704,15 +956,15 @@ class _Runner:
             if not flag:
                 continue
             worst = [
-                f"{e.suite.split(' ')[0] if e.suite else '?'} ε={float(e.eps):.3g}: {_fmt_pct(e.robust_acc)}"
+                f"{_evaluation_name(e)} ε={float(e.eps):.3g}: {_fmt_pct(e.robust_acc)}"
                 for e in self.store.evaluations(self.ids[k])
-                if e.attack == "worst-case" and not (e.spec or {}).get("transfer_from")
+                if e.row == "worst-case" and not e.transfer
             ]
             lines.append(f"⚑ {flag}" + (f" (stored worst cases: {'; '.join(worst)})" if worst else ""))
         return lines
 
     # ----------------------------------------------------------------- units (parallel runner)
-    def units(self, stages: Sequence[str]) -> list[_Unit]:
+    def units(self, stages: Sequence[str], adaptive: bool = False) -> list[_Unit]:
         """Every unit of work of ``stages`` in the in-process order, each with the units it waits
         for: an evaluation waits for its run's training (and a transfer evaluation for its
         surrogate's), a run analysis for its run's training (the audit also for its normal
@@ -754,7 +1006,30 @@ class _Runner:
                     out.append(
                         _Unit(f"analysis:{a.kind}:{k}", "analyse", (i, k, f"{pos + 1}/{len(targets)}"), need)
                     )
+            if adaptive:  # --adaptive: each audited run's escalation waits for its audit
+                for k in self.audited():
+                    out.append(_Unit(f"adaptive:{k}", "escalate", (k,), (f"analysis:audit:{k}",)))
         return out
+
+    def dispatch_order(self, unit: _Unit) -> tuple[int, float]:
+        """Sort key of the worker pool among ready units: trainings first (everything waits for
+        them), then the rest longest first by a rough guess of the work (AutoAttack / Square
+        suites over plain attacks, audits over other analyses, adversarially trained models —
+        which stay robust, so every attack runs to its end — over the others), so that no long unit
+        is left for last while a worker idles. Only the order changes; every unit computes the
+        same numbers wherever and whenever it runs."""
+        if unit.kind == "train":
+            return (0, 0.0)
+        if unit.kind == "analyse-study":
+            return (2, 0.0)
+        i, k = unit.args[0], unit.args[1]
+        robust = 3.0 if self.plan[k].adversarial else 1.0
+        if unit.kind == "evaluate":
+            ev = self.exp.evaluations[i]
+            heavy = 20.0 if any(w in ev.suite for w in ("autoattack", "square")) else 1.0
+            return (1, -heavy * robust * float(ev.max_examples or 1000) * max(len(ev.eps), 1))
+        kind = self.exp.analyses[i].kind
+        return (1, -{"audit": 1000.0, "fuzziness": 1.0}.get(kind, 100.0) * robust)
 
     def unit_is_done(self, unit: _Unit) -> bool:
         """True when ``unit`` would only log "done before, skipped" (the parent then runs it itself
@@ -773,6 +1048,9 @@ class _Runner:
                 return True
             h = config_hash({"evaluation": ev.key(), "surrogate": self.ids[sur] if sur is not None else None})
             return bool(self.store.stage_done(self.ids[k], f"eval:{ev.name}", h))
+        if unit.kind == "escalate":
+            audit, _, _, h = self._escalation_inputs(unit.args[0])
+            return audit is None or bool(self.store.stage_done(self.ids[unit.args[0]], "eval:adaptive", h))
         a = self.exp.analyses[unit.args[0]]
         _, _, spec_hash = self._analysis_hash(a)
         if unit.kind == "analyse-study":
@@ -792,6 +1070,8 @@ class _Runner:
         elif unit.kind == "analyse":
             i, k, pos = unit.args
             self.analyse_run(self.exp.analyses[i], k, pos)
+        elif unit.kind == "escalate":
+            self.escalate_one(unit.args[0])
         else:
             self.analyse_study(self.exp.analyses[unit.args[0]])
 
@@ -889,14 +1169,21 @@ def _worker_run(
     return log.counts, log.lines
 
 
-_UNIT_STAGE = {"train": "train", "evaluate": "evaluate", "analyse": "analyse", "analyse-study": "analyse"}
+_UNIT_STAGE = {
+    "train": "train",
+    "evaluate": "evaluate",
+    "analyse": "analyse",
+    "analyse-study": "analyse",
+    "escalate": "analyse",
+}
 
 
 def _run_units(
     r: _Runner, units: list[_Unit], workers: int, threads: int, progress: bool
 ) -> dict[str, float]:
     """Run ``units`` over ``workers`` spawned processes, each unit once its dependencies are done,
-    in the in-process order among those ready; units already done are skipped here without a
+    trainings first, then the longest guessed first among those ready
+    (:meth:`_Runner.dispatch_order`); units already done are skipped here without a
     worker. A failed unit (its training run is marked ``failed``) stops the units that wait for it;
     the others go on, and the first error is raised at the end. This process schedules and holds
     the workspace lock; workers write their results through the store's retrying API, exactly as
@@ -905,7 +1192,7 @@ def _run_units(
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
     log = r.log
-    waiting = list(units)
+    waiting = sorted(units, key=r.dispatch_order)  # stable: the in-process order among equals
     done: set[str] = set()
     failed: set[str] = set()
     errors: list[BaseException] = []
@@ -987,6 +1274,7 @@ def run_experiment(
     on_stage: Callable[[str], Any] | None = None,
     wait: bool = False,
     workers: int | None = 1,
+    adaptive: bool = False,
 ) -> ExperimentResult:
     """Run (or resume) ``exp`` in ``workspace``; see the module docstring.
 
@@ -1015,6 +1303,9 @@ def run_experiment(
             for the three of them before the first unit starts.
         wait: wait for another process running in the workspace instead of failing.
         workers: worker processes (see above); the lock stays with this process.
+        adaptive: after each audit that warned or failed, evaluate that run again with the rows
+            its evidence calls for and store the escalated worst case as the evaluation
+            ``adaptive`` (:meth:`_Runner.escalate_one`; ``entrobust run --adaptive``).
     """
     from contextlib import ExitStack
 
@@ -1036,7 +1327,9 @@ def run_experiment(
             raise WorkspaceBusyError(busy)
         if distributed.world_size() > 1:
             n = 1  # data-parallel under torchrun: the ranks share every unit
-        return _run_experiment(exp, workspace, log, progress, report, report_dir, stages, on_stage, n)
+        return _run_experiment(
+            exp, workspace, log, progress, report, report_dir, stages, on_stage, n, adaptive
+        )
 
 
 def _run_experiment(
@@ -1049,6 +1342,7 @@ def _run_experiment(
     stages: Sequence[str],
     on_stage: Callable[[str], Any] | None,
     workers: int = 1,
+    adaptive: bool = False,
 ) -> ExperimentResult:
     """:func:`run_experiment` once the workspace lock is held."""
     ws = Path(workspace)
@@ -1068,7 +1362,7 @@ def _run_experiment(
         f"{len(exp.analyses)} analysis kind(s); workspace {ws}")  # fmt: skip
     r.register()
     if workers > 1:
-        units = r.units(stages)
+        units = r.units(stages, adaptive)
         log(f"== {', '.join(st for st in ('train', 'evaluate', 'analyse') if st in stages)} "
             f"({len(units)} units, {workers} worker processes × "
             f"{unit_threads(exp.threads, workers)} thread(s)) ==")  # fmt: skip
@@ -1084,6 +1378,8 @@ def _run_experiment(
         t0 = time.perf_counter()
         log(f"== {name} ==")
         fn()
+        if name == "analyse" and adaptive:
+            r.escalate_all()
         out.seconds[name] = time.perf_counter() - t0
     if {"evaluate", "analyse"} & set(stages):
         # a flagged model's robust accuracies never scroll by without the flag beside them

@@ -158,7 +158,8 @@ class EvaluationSpec:
 
 @dataclass(frozen=True)
 class AnalysisSpec:
-    """One analysis (a kind of :data:`entrobust.experiments.analyses.ANALYSES`) and its parameters."""
+    """One analysis (a kind of :data:`entrobust.experiments.analyses.EXPERIMENT_ANALYSES`) and its
+    parameters."""
 
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
@@ -370,14 +371,19 @@ def _evaluation(data: Any, where: str) -> EvaluationSpec:
 
 
 def _analyses(data: Any, where: str) -> tuple[AnalysisSpec, ...]:
+    from entrobust.experiments.analyses import analysis_kind
+
     d = _expect_table(data, where)
-    out = []
+    out: dict[str, AnalysisSpec] = {}
     for kind, params in d.items():
         w = f"{where}.{kind}"
         p = dict(_expect_table(params, w))
         only = _str_list(p.pop("only"), f"{w}.only") if "only" in p else None
-        out.append(AnalysisSpec(kind=str(kind), params=p, only=only))
-    return tuple(out)
+        name = analysis_kind(str(kind), w)
+        if name in out:
+            raise ConfigError(f"{w}: analysis {name!r} is given twice (once under its old name)")
+        out[name] = AnalysisSpec(kind=name, params=p, only=only)
+    return tuple(out.values())
 
 
 def _report(data: Any, where: str) -> ReportSpec:
@@ -522,7 +528,7 @@ def validate_names(exp: Experiment) -> None:
     from entrobust.data import DATASETS
     from entrobust.evaluation import get_suite
     from entrobust.evaluation.suites import check_suite
-    from entrobust.experiments.analyses import ANALYSES
+    from entrobust.experiments.analyses import EXPERIMENT_ANALYSES
     from entrobust.models import MODELS
     from entrobust.report.tables import TABLES
 
@@ -558,12 +564,13 @@ def validate_names(exp: Experiment) -> None:
             except EntrobustError as exc:
                 raise _renamed(exc, f"evaluation[{i}].suite ({ev.suite!r} on {ds})") from None
     for a in exp.analyses:
-        if a.kind not in ANALYSES:
+        if a.kind not in EXPERIMENT_ANALYSES:
             raise UnknownNameError(
-                f"analysis.{a.kind}: unknown analysis {a.kind!r}; valid: {', '.join(ANALYSES.names())}"
+                f"analysis.{a.kind}: unknown analysis {a.kind!r}; "
+                f"valid: {', '.join(EXPERIMENT_ANALYSES.names())}"
             )
         try:
-            ANALYSES.get(a.kind).validate(a.params)
+            EXPERIMENT_ANALYSES.get(a.kind).validate(a.params)
         except EntrobustError as exc:
             raise _renamed(exc, f"analysis.{a.kind}") from None
     for i, t in enumerate(exp.report.tables):

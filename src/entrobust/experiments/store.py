@@ -2,7 +2,8 @@
 
 Every number a report shows is a row here, next to the exact configuration that produced it.
 Tables: ``runs`` (resolved config, hash, versions, status), ``epochs`` (per-epoch metrics),
-``evaluations`` (full attack spec, ε, accuracy), ``examples`` (per-example outcomes),
+``evaluations`` (full attack spec, ε, accuracy; written and read as
+:class:`~entrobust.record.EvalRecord`), ``examples`` (per-example outcomes),
 ``analyses`` (diagnostics as JSON) and ``artifacts`` (files such as checkpoints and plots).
 
 Safe with several processes writing at once: WAL journal, one short transaction per write,
@@ -25,9 +26,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from entrobust.errors import EntrobustError
+from entrobust.io import config_hash
+from entrobust.record import EvalRecord, RowKind
 
 SCHEMA_VERSION = 2
 
@@ -121,12 +124,6 @@ CREATE TABLE IF NOT EXISTS stages (
 RUN_STATUSES = ("pending", "running", "done", "failed")
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
-    """Stable SHA-256 (hex, 16 chars) of a JSON-serializable configuration."""
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def library_versions() -> dict[str, str]:
     """Versions recorded with every run."""
     import platform
@@ -163,22 +160,6 @@ class Run:
     summary: dict[str, Any]
     created: float
     updated: float
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """One row of ``evaluations``: robust accuracy of one attack (or ``worst-case``) at one ε."""
-
-    id: int
-    run_id: str
-    suite: str
-    attack: str
-    spec: dict[str, Any]
-    norm: str
-    eps: float
-    n: int
-    clean_acc: float
-    robust_acc: float
 
 
 class Store:
@@ -453,80 +434,41 @@ class Store:
         return [{"epoch": r["epoch"], **json.loads(r["metrics"])} for r in rows]
 
     # --------------------------------------------------------- evaluations
-    def add_evaluation(
-        self,
-        run_id: str,
-        *,
-        suite: str,
-        attack: str,
-        spec: Mapping[str, Any],
-        norm: str,
-        eps: float,
-        n: int,
-        clean_acc: float,
-        robust_acc: float,
-        examples: Sequence[Mapping[str, Any]] | None = None,
-    ) -> int:
-        """Record one evaluation row (replacing an earlier one with the same key) and, optionally,
-        its per-example outcomes (dicts with ``idx``, ``success`` and optional ``first_success``,
-        ``margin``, ``loss``, ``entropy``, ``distance``). Returns the evaluation id."""
+    def add_evaluation(self, record: EvalRecord) -> int:
+        """Record one evaluation row (replacing an earlier one with the same run, evaluation,
+        attack label, norm and ε) with its per-example outcomes, if it carries them. Returns the
+        evaluation id."""
 
         def insert(con: sqlite3.Connection) -> int:
             old = con.execute(
                 "SELECT id FROM evaluations WHERE run_id=? AND suite=? AND attack=? AND norm=? AND eps=?",
-                (run_id, suite, attack, norm, float(eps)),
+                (record.run_id, record.evaluation, record.attack, record.norm, float(record.eps)),
             ).fetchone()
             if old is not None:
                 con.execute("DELETE FROM examples WHERE evaluation_id=?", (old[0],))
                 con.execute("DELETE FROM evaluations WHERE id=?", (old[0],))
-            cur = con.execute(
-                "INSERT INTO evaluations (run_id, suite, attack, spec, norm, eps, n, clean_acc, robust_acc,"
-                " created) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    run_id, suite, attack, json.dumps(dict(spec), sort_keys=True, default=str), norm,
-                    float(eps), int(n), float(clean_acc), float(robust_acc), time.time(),
-                ),
-            )  # fmt: skip
-            eid = int(cur.lastrowid or 0)
-            if examples:
-                con.executemany(
-                    "INSERT INTO examples VALUES (?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            eid, int(e["idx"]), int(bool(e["success"])), e.get("first_success"),
-                            e.get("margin"), e.get("loss"), e.get("entropy"), e.get("distance"),
-                        )
-                        for e in examples
-                    ],
-                )  # fmt: skip
-            return eid
+            return _insert_evaluation(con, record, time.time())
 
         return int(self._write(insert))
 
-    def evaluations(self, run_id: str | None = None, **filters: Any) -> list[Evaluation]:
-        """Evaluation rows, optionally for one run and filtered by ``suite``/``attack``/``norm``/``eps``."""
-        allowed = {"suite", "attack", "norm", "eps"}
-        bad = set(filters) - allowed
+    def evaluations(self, run_id: str | None = None, **filters: Any) -> list[EvalRecord]:
+        """Evaluation rows, oldest first, optionally of one run and filtered by ``evaluation``
+        (its name), ``attack`` (label), ``norm`` or ``eps``."""
+        columns = {"evaluation": "suite", "attack": "attack", "norm": "norm", "eps": "eps"}
+        bad = set(filters) - set(columns)
         if bad:
             raise EntrobustError(
-                f"unknown evaluation filter {sorted(bad)}; valid: {', '.join(sorted(allowed))}"
+                f"unknown evaluation filter {sorted(bad)}; valid: {', '.join(sorted(columns))}"
             )
         clauses, params = [], []
         if run_id is not None:
             clauses.append("run_id=?")
             params.append(run_id)
         for k, v in filters.items():
-            clauses.append(f"{k}=?")
+            clauses.append(f"{columns[k]}=?")
             params.append(v)
         sql = "SELECT * FROM evaluations" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        rows = self._read(sql + " ORDER BY id", params)
-        return [
-            Evaluation(
-                r["id"], r["run_id"], r["suite"], r["attack"], json.loads(r["spec"]), r["norm"], r["eps"],
-                r["n"], r["clean_acc"], r["robust_acc"],
-            )
-            for r in rows
-        ]  # fmt: skip
+        return [_evaluation(r) for r in self._read(sql + " ORDER BY id", params)]
 
     def examples(self, evaluation_id: int) -> list[dict[str, Any]]:
         rows = self._read("SELECT * FROM examples WHERE evaluation_id=? ORDER BY idx", (evaluation_id,))
@@ -648,51 +590,38 @@ class Store:
     def replace_evaluations(
         self,
         run_id: str,
-        suite: str,
-        rows: Sequence[Mapping[str, Any]],
+        evaluation: str,
+        records: Sequence[EvalRecord],
         *,
         stage: tuple[str, str] | None = None,
     ) -> list[int]:
-        """Atomically replace every evaluation row of ``(run_id, suite)`` by ``rows`` (each a dict of
-        :meth:`add_evaluation`'s keyword arguments, ``examples`` optional) and, with
-        ``stage=(name, spec_hash)``, mark that stage finished in the same transaction — so an
-        interrupted writer leaves either all rows and the mark, or neither. Returns the new ids."""
+        """Atomically replace every row of evaluation ``evaluation`` of run ``run_id`` by
+        ``records`` (with the per-example outcomes they carry) and, with ``stage=(name,
+        spec_hash)``, mark that stage finished in the same transaction — so an interrupted writer
+        leaves either all rows and the mark, or neither. Returns the new ids.
+
+        Raises:
+            EntrobustError: a record of another run or evaluation.
+        """
+        for rec in records:
+            if (rec.run_id, rec.evaluation) != (run_id, evaluation):
+                raise EntrobustError(
+                    f"record of run {rec.run_id!r}, evaluation {rec.evaluation!r} given to replace "
+                    f"the rows of run {run_id!r}, evaluation {evaluation!r}"
+                )
 
         def write(con: sqlite3.Connection) -> list[int]:
             old = [
                 r[0]
-                for r in con.execute("SELECT id FROM evaluations WHERE run_id=? AND suite=?", (run_id, suite))
+                for r in con.execute(
+                    "SELECT id FROM evaluations WHERE run_id=? AND suite=?", (run_id, evaluation)
+                )
             ]
             for eid in old:
                 con.execute("DELETE FROM examples WHERE evaluation_id=?", (eid,))
                 con.execute("DELETE FROM evaluations WHERE id=?", (eid,))
-            ids = []
             now = time.time()
-            for row in rows:
-                cur = con.execute(
-                    "INSERT INTO evaluations (run_id, suite, attack, spec, norm, eps, n, clean_acc,"
-                    " robust_acc, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        run_id, suite, row["attack"],
-                        json.dumps(dict(row["spec"]), sort_keys=True, default=str),
-                        row["norm"], float(row["eps"]), int(row["n"]), float(row["clean_acc"]),
-                        float(row["robust_acc"]), now,
-                    ),
-                )  # fmt: skip
-                eid = int(cur.lastrowid or 0)
-                ids.append(eid)
-                examples = row.get("examples")
-                if examples:
-                    con.executemany(
-                        "INSERT INTO examples VALUES (?,?,?,?,?,?,?,?)",
-                        [
-                            (
-                                eid, int(e["idx"]), int(bool(e["success"])), e.get("first_success"),
-                                e.get("margin"), e.get("loss"), e.get("entropy"), e.get("distance"),
-                            )
-                            for e in examples
-                        ],
-                    )  # fmt: skip
+            ids = [_insert_evaluation(con, rec, now) for rec in records]
             if stage is not None:
                 con.execute(
                     "INSERT OR REPLACE INTO stages VALUES (?,?,?,?,?)",
@@ -702,23 +631,25 @@ class Store:
 
         return list(self._write(write))
 
-    def evaluation(self, evaluation_id: int) -> Evaluation:
+    def evaluation(self, evaluation_id: int) -> EvalRecord:
         """One evaluation row by id (raises when absent)."""
         rows = self._read("SELECT * FROM evaluations WHERE id=?", (int(evaluation_id),))
         if not rows:
             raise EntrobustError(f"no evaluation with id {evaluation_id} in {self.path}")
-        r = rows[0]
-        return Evaluation(
-            r["id"], r["run_id"], r["suite"], r["attack"], json.loads(r["spec"]), r["norm"], r["eps"],
-            r["n"], r["clean_acc"], r["robust_acc"],
-        )  # fmt: skip
+        return _evaluation(rows[0])
 
     def analyses(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        """``{"id", "run_id", "kind", "result"}`` rows, optionally of one run."""
+        """``{"id", "run_id", "kind", "result"}`` rows, optionally of one run, oldest first; a kind
+        stored under an old name comes under its current one."""
         sql = "SELECT * FROM analyses" + (" WHERE run_id=?" if run_id is not None else "") + " ORDER BY id"
         rows = self._read(sql, (run_id,) if run_id is not None else ())
         return [
-            {"id": r["id"], "run_id": r["run_id"], "kind": r["kind"], "result": json.loads(r["result"])}
+            {
+                "id": r["id"],
+                "run_id": r["run_id"],
+                "kind": _kind(r["kind"]),
+                "result": json.loads(r["result"]),
+            }
             for r in rows
         ]
 
@@ -735,3 +666,71 @@ def _run(r: sqlite3.Row) -> Run:
         versions=json.loads(r["versions"]), status=r["status"], checkpoint=r["checkpoint"],
         summary=json.loads(r["summary"]), created=r["created"], updated=r["updated"],
     )  # fmt: skip
+
+
+# An evaluation row on disk: the typed fields of :class:`EvalRecord` that have no column of their
+# own (row kind, registered attack, surrogate run, accuracy kind) are kept in the ``spec`` JSON
+# under these keys, beside the rest of the description.
+_ROW, _ATTACK_NAME, _SURROGATE, _ACCURACY = "row", "attack_name", "transfer_from", "accuracy"
+
+
+def _spec_json(rec: EvalRecord) -> str:
+    spec = {**rec.spec, _ROW: rec.row, _ATTACK_NAME: rec.attack_name}
+    if rec.surrogate is not None:
+        spec[_SURROGATE] = rec.surrogate
+    if rec.row == "attack":
+        spec[_ACCURACY] = rec.accuracy
+    return json.dumps(spec, sort_keys=True, default=str)
+
+
+def _insert_evaluation(con: sqlite3.Connection, rec: EvalRecord, now: float) -> int:
+    cur = con.execute(
+        "INSERT INTO evaluations (run_id, suite, attack, spec, norm, eps, n, clean_acc, robust_acc,"
+        " created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (
+            rec.run_id, rec.evaluation, rec.attack, _spec_json(rec), rec.norm, float(rec.eps),
+            int(rec.n), float(rec.clean_acc), float(rec.robust_acc), now,
+        ),
+    )  # fmt: skip
+    eid = int(cur.lastrowid or 0)
+    if rec.examples:
+        con.executemany(
+            "INSERT INTO examples VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (
+                    eid, int(e["idx"]), int(bool(e["success"])), e.get("first_success"),
+                    e.get("margin"), e.get("loss"), e.get("entropy"), e.get("distance"),
+                )
+                for e in rec.examples
+            ],
+        )  # fmt: skip
+    return eid
+
+
+def _evaluation(r: sqlite3.Row) -> EvalRecord:
+    """A stored row as a record. Rows written before the record existed lack ``row`` and
+    ``attack_name`` in their spec: the row kind follows from the label, and a black-box row's
+    attack is read once, here, from its entry's factory name ``...transfer[<run>]:<attack>``."""
+    spec = dict(json.loads(r["spec"]))
+    attack = str(r["attack"])
+    surrogate = spec.pop(_SURROGATE, None) or None
+    row = cast(RowKind, spec.pop(_ROW, None) or (attack if attack in ("clean", "worst-case") else "attack"))
+    name = spec.pop(_ATTACK_NAME, None)
+    if name is None:
+        name = str((spec.get("entry") or {}).get("attack", attack))
+        if surrogate is not None and "]:" in name:
+            name = name.split("]:", 1)[1]
+    return EvalRecord(
+        run_id=r["run_id"], evaluation=r["suite"], attack=attack, norm=r["norm"], eps=float(r["eps"]),
+        n=int(r["n"]), clean_acc=float(r["clean_acc"]), robust_acc=float(r["robust_acc"]), row=row,
+        attack_name=str(name), surrogate=None if surrogate is None else str(surrogate),
+        accuracy=str(spec.pop(_ACCURACY, None) or "standalone"), spec=spec, id=int(r["id"]),
+        created=float(r["created"]),
+    )  # fmt: skip
+
+
+def _kind(stored: str) -> str:
+    """An analysis kind as stored, under its current name (``landscape`` → ``input-surface``)."""
+    from entrobust.experiments.analyses import RENAMED_KINDS
+
+    return RENAMED_KINDS.get(stored, stored)

@@ -7,8 +7,10 @@ self-contained HTML page, all read from the results store.
 >>> rep = write_report(Store("ws/results.sqlite"), "ws/report")   # doctest: +SKIP
 >>> rep.paths["html"]                                              # doctest: +SKIP
 
-Public names load lazily (``entrobust.report.results`` stays importable on its own, which the
-claims check in :mod:`entrobust.experiments.claims` relies on).
+The claims check (:mod:`entrobust.report.claims`, with its paired statistics in
+:mod:`entrobust.report.stats`) sits beside the tables: both read a :class:`ResultSet`. This
+package never imports :mod:`entrobust.experiments`; the experiment runner imports it. Public names
+load lazily, so ``entrobust.report.results`` stays light to import on its own.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ _EXPORTS: dict[str, str] = {
     "Report": "entrobust.report.render",
     "build_report": "entrobust.report.render",
     "write_report": "entrobust.report.render",
+    "CLAIMS": "entrobust.report.claims",
+    "check_claims": "entrobust.report.claims",
+    "format_claims": "entrobust.report.claims",
     "Cell": "entrobust.report.results",
-    "EvalRow": "entrobust.report.results",
+    "EvalRecord": "entrobust.record",
     "ResultSet": "entrobust.report.results",
     "RunInfo": "entrobust.report.results",
     "TABLES": "entrobust.report.tables",
@@ -34,9 +39,11 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from entrobust.record import EvalRecord
+    from entrobust.report.claims import CLAIMS, check_claims, format_claims
     from entrobust.report.plots import PLOTS, build_figures
     from entrobust.report.render import Report, build_report, write_report
-    from entrobust.report.results import Cell, EvalRow, ResultSet, RunInfo
+    from entrobust.report.results import Cell, ResultSet, RunInfo
     from entrobust.report.tables import TABLES, Table, build_tables
 
 

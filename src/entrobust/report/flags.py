@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from entrobust.report.results import EvalRow, ResultSet, RunInfo
+from entrobust.record import EvalRecord
+from entrobust.report.results import ResultSet, RunInfo
 
 __all__ = ["AUDIT_MARK", "OVERSTATED_MARK", "audit_problems", "flag_table", "stronger_row"]
 
@@ -57,7 +58,7 @@ def _se(p: float, n: int) -> float:
     return p * (1 - p) / max(n, 1)
 
 
-def stronger_row(rs: ResultSet, run: RunInfo, row: EvalRow) -> EvalRow | None:
+def stronger_row(rs: ResultSet, run: RunInfo, row: EvalRecord) -> EvalRecord | None:
     """The strongest white-box row of ``run`` at ``row``'s ε and norm when it contradicts ``row``
     (see the module docstring), else None."""
     if row.transfer or row.eps <= 0:
@@ -72,10 +73,10 @@ def stronger_row(rs: ResultSet, run: RunInfo, row: EvalRow) -> EvalRow | None:
     return None
 
 
-def row_name(row: EvalRow) -> str:
+def row_name(row: EvalRecord) -> str:
     """How a stored row is named in a footnote: ``AutoAttack`` for an AutoAttack worst case, the
     attack label otherwise (``worst case of <evaluation>`` for other worst-case rows)."""
-    if row.row_kind == "worst-case":
+    if row.row == "worst-case":
         return "AutoAttack" if "autoattack" in row.suite_name else f"worst case of {row.evaluation}"
     return row.attack
 

@@ -491,7 +491,7 @@ def input_surfaces(rs: ResultSet) -> list[Figure]:
         items = []
         for lab in rs.labels(ds):
             for r in _first(rs, lab, ds)[:1]:
-                got = rs.analysis(r.id, "landscape")
+                got = rs.analysis(r.id, "input-surface")
                 if got and got[1].get("surfaces"):
                     items.append((lab, got[1]["surfaces"][0], f"analysis:{got[0]}"))
         if not items:

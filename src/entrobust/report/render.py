@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from entrobust.diagnostics.obfuscation import AUDIT_CHECKS as _AUDIT_CHECKS
-from entrobust.experiments.claims import VERDICTS, ClaimResult, check_claims, claim_effect_cells
 from entrobust.io import atomic_write_bytes, atomic_write_text
+from entrobust.report.claims import VERDICTS, ClaimResult, check_claims, claim_effect_cells
 from entrobust.report.plots import Figure, build_figures
 from entrobust.report.results import ResultSet
 from entrobust.report.tables import Table, build_tables, eps_text

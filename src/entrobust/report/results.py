@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-__all__ = ["RECORD_FIELDS", "Cell", "EvalRow", "ResultSet", "RunInfo", "normalize_label", "write_csv"]
+from entrobust.record import EvalRecord
+
+__all__ = ["ALIASES", "RECORD_FIELDS", "Cell", "ResultSet", "RunInfo", "normalize_label", "write_csv"]
 
 #: columns of :meth:`ResultSet.to_records` (and of ``entrobust runs --csv``), in order
 RECORD_FIELDS: tuple[str, ...] = (
@@ -43,6 +45,36 @@ RECORD_FIELDS: tuple[str, ...] = (
 
 _EPS_TOL = 1e-6
 
+#: a defense as tables and claims name it (a table column) → the run labels or preset names that
+#: fill it, best first (:meth:`ResultSet.runs_of`); one table, so a table and a claim about the same
+#: defense always read the same runs
+ALIASES: dict[str, tuple[str, ...]] = {
+    "Normal": ("Normal", "ru/normal", "Std", "Standard", "SGD", "atent/sgd", "minmax/std"),
+    "EntM": ("EntM", "ru/entm"),
+    "LS": ("LS", "ru/ls"),
+    "ADP": ("ADP", "ru/adp"),
+    "PAT": ("PAT", "ru/pat"),
+    "TRADES": ("TRADES", "ru/trades", "atent/trades", "kanai/trades"),
+    "PAT-EntM": ("PAT-EntM", "ru/pat-entm"),
+    "PAT-LS": ("PAT-LS", "ru/pat-ls"),
+    "SGD": ("SGD", "atent/sgd", "Normal", "ru/normal", "Std", "minmax/std"),
+    "Entropy SGD": ("Entropy-SGD", "EntropySGD", "atent/entropy-sgd"),
+    "ℓ∞ PGD-AT": ("PGD-AT", "ℓ∞ PGD-AT", "atent/pgd-at", "PGD-AT(E)", "atent/pgd-at-e", "AT", "kanai/at"),
+    "MMA": ("MMA",),
+    "MART": ("MART", "atent/mart"),
+    "ℓ∞ ATENT": ("ℓ∞-ATENT", "linf-ATENT", "atent/linf-atent"),
+    "ℓ2 ATENT": ("ℓ2-ATENT", "l2-ATENT", "atent/l2-atent"),
+    "Std.": ("Std", "minmax/std", "Normal", "ru/normal", "SGD", "atent/sgd"),
+    "Std.+L1": ("Std+L1", "minmax/std-l1"),
+    "Std.+L2": ("Std+L2", "minmax/std-l2"),
+    "Min-Max": ("Min-Max", "minmax/min-max"),
+    "Adv.": ("Adv", "minmax/adv"),
+    "AT": ("AT", "kanai/at"),
+    "AT+EnSGD": ("AT+EnSGD", "kanai/at-ensgd"),
+    "AWP": ("AWP", "kanai/awp"),
+    "AWP+EnSGD": ("AWP+EnSGD", "kanai/awp-ensgd"),
+}
+
 
 def normalize_label(s: str) -> str:
     """Compare labels loosely: ``"ℓ∞-ATENT"`` ~ ``"linf atent"``, ``"Std."`` ~ ``"std"``."""
@@ -65,61 +97,6 @@ class RunInfo:
     config: dict[str, Any] = field(default_factory=dict)
     status: str = "done"
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EvalRow:
-    """One evaluation row (see :meth:`Store.evaluations`); ``evaluation`` is the evaluation's name."""
-
-    id: int
-    run_id: str
-    evaluation: str
-    attack: str
-    norm: str
-    eps: float
-    n: int
-    clean_acc: float
-    robust_acc: float
-    spec: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def transfer(self) -> bool:
-        return bool(self.spec.get("transfer_from"))
-
-    @property
-    def setting(self) -> str:
-        """``black-box`` for rows crafted on a surrogate and transferred, else ``white-box``."""
-        return "black-box" if self.transfer else "white-box"
-
-    @property
-    def row_kind(self) -> str:
-        """``clean``, ``attack`` or ``worst-case``."""
-        if "row" in self.spec:
-            return str(self.spec["row"])
-        return (
-            "clean" if self.attack == "clean" else "worst-case" if self.attack == "worst-case" else "attack"
-        )
-
-    @property
-    def attack_name(self) -> str:
-        """The registered attack behind an attack row (``pgd``, ``PGD10-32``, ``apgd-ce`` ...)."""
-        entry = self.spec.get("entry") or {}
-        name = str(entry.get("attack", self.attack))
-        if self.transfer and "]:" in name:  # transfer[<run>]:<attack>
-            name = name.split("]:", 1)[1]
-        return name
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return dict((self.spec.get("entry") or {}).get("kwargs") or {})
-
-    @property
-    def suite_name(self) -> str:
-        return str((self.spec.get("suite") or {}).get("name", ""))
-
-    @property
-    def cumulative(self) -> bool:
-        return self.spec.get("accuracy") == "cumulative"
 
 
 @dataclass
@@ -186,7 +163,7 @@ class ResultSet:
     """Runs, evaluation rows, analyses and epochs of a study (see the module docstring)."""
 
     runs: list[RunInfo] = field(default_factory=list)
-    evaluations: list[EvalRow] = field(default_factory=list)
+    evaluations: list[EvalRecord] = field(default_factory=list)  # the store's rows of these runs
     analyses: dict[tuple[str, str], tuple[int, dict[str, Any]]] = field(default_factory=dict)
     epochs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     study: list[str] = field(default_factory=list)  # run ids holding study-level analyses
@@ -195,9 +172,10 @@ class ResultSet:
     example_source: Callable[[int], list[dict[str, Any]]] | None = field(default=None, repr=False)
     _example_cache: dict[int, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
 
-    def examples(self, evaluation_id: int) -> list[dict[str, Any]]:
-        """Per-example outcomes (``idx``, ``success``, ...) of an evaluation row; [] if none stored."""
-        if self.example_source is None:
+    def examples(self, evaluation_id: int | None) -> list[dict[str, Any]]:
+        """Per-example outcomes (``idx``, ``success``, ...) of a stored evaluation row (its
+        :attr:`EvalRecord.id`); [] if none are stored or the row was never written."""
+        if self.example_source is None or evaluation_id is None:
             return []
         if evaluation_id not in self._example_cache:
             self._example_cache[evaluation_id] = list(self.example_source(evaluation_id))
@@ -211,7 +189,7 @@ class ResultSet:
         """Load the runs of ``experiment`` (default: every experiment in the store), or exactly
         ``run_ids`` (prefixes are accepted), with their rows."""
         from entrobust.errors import EntrobustError
-        from entrobust.experiments.store import config_hash
+        from entrobust.io import config_hash
 
         members = store.members(experiment)
         if experiment is not None and not members:
@@ -260,22 +238,7 @@ class ResultSet:
                 )
             )
         keep = {r.id for r in out.runs} | set(out.study)
-        for e in store.evaluations():
-            if e.run_id in keep:
-                out.evaluations.append(
-                    EvalRow(
-                        e.id,
-                        e.run_id,
-                        e.suite,
-                        e.attack,
-                        e.norm,
-                        e.eps,
-                        e.n,
-                        e.clean_acc,
-                        e.robust_acc,
-                        e.spec,
-                    )
-                )
+        out.evaluations.extend(e for e in store.evaluations() if e.run_id in keep)
         for a in store.analyses():
             if a["run_id"] in keep:
                 out.analyses[(a["run_id"], a["kind"])] = (a["id"], a["result"])
@@ -309,7 +272,7 @@ class ResultSet:
                     "evaluation": e.evaluation,
                     "suite": e.suite_name,
                     "setting": e.setting,
-                    "row": e.row_kind,
+                    "row": e.row,
                     "attack": e.attack,
                     "attack_name": e.attack_name,
                     "norm": e.norm,
@@ -377,7 +340,14 @@ class ResultSet:
                 return max(groups.values(), key=lambda g: (len(g), max(order[r.id] for r in g)))
         return []
 
-    def rows(self, run_id: str, *, transfer: bool | None = False, norm: str | None = None) -> list[EvalRow]:
+    def runs_of(self, column: str, dataset: str | None = None) -> list[RunInfo]:
+        """The runs that fill defense ``column`` (a key of :data:`ALIASES`, else a label) on
+        ``dataset``: :meth:`runs_for` of its labels."""
+        return self.runs_for(ALIASES.get(column, (column,)), dataset)
+
+    def rows(
+        self, run_id: str, *, transfer: bool | None = False, norm: str | None = None
+    ) -> list[EvalRecord]:
         return [
             e
             for e in self.evaluations
@@ -397,7 +367,9 @@ class ResultSet:
         return None
 
     # ----------------------------------------------------------------- cells
-    def cell(self, runs: Sequence[RunInfo], pick: Callable[..., EvalRow | None], *, note: str = "") -> Cell:
+    def cell(
+        self, runs: Sequence[RunInfo], pick: Callable[..., EvalRecord | None], *, note: str = ""
+    ) -> Cell:
         """One number per run chosen by ``pick`` (an evaluation row or None) → a :class:`Cell`."""
         c = Cell(note=note)
         for r in runs:
@@ -430,20 +402,20 @@ class ResultSet:
         return c
 
     # ----------------------------------------------------------------- common picks
-    def clean_row(self, run: RunInfo) -> EvalRow | None:
+    def clean_row(self, run: RunInfo) -> EvalRecord | None:
         """The clean accuracy row with the most examples (white-box evaluations)."""
-        rows = [e for e in self.rows(run.id) if e.row_kind == "clean"]
+        rows = [e for e in self.rows(run.id) if e.row == "clean"]
         return max(rows, key=lambda e: (e.n, e.id)) if rows else None
 
     def labelled_row(
         self, run: RunInfo, label: str, *, transfer: bool = False, eps: float | None = None
-    ) -> EvalRow | None:
+    ) -> EvalRecord | None:
         """The attack row labelled exactly ``label`` (e.g. ``PGD10-32``), standalone accuracy
         preferred, the most examples next."""
         rows = [
             e
             for e in self.rows(run.id, transfer=transfer)
-            if e.row_kind == "attack"
+            if e.row == "attack"
             and (e.attack == label or e.attack_name == label)
             and (eps is None or abs(e.eps - eps) < _EPS_TOL)
         ]
@@ -457,14 +429,14 @@ class ResultSet:
         *,
         norm: str = "linf",
         transfer: bool = False,
-        where: Callable[[EvalRow], bool] | None = None,
-    ) -> EvalRow | None:
+        where: Callable[[EvalRecord], bool] | None = None,
+    ) -> EvalRecord | None:
         """An attack row of one of ``attacks`` (registered names, e.g. ``pgd``) at ``eps``."""
         names = {a.lower() for a in attacks}
         rows = [
             e
             for e in self.rows(run.id, transfer=transfer, norm=norm)
-            if e.row_kind == "attack"
+            if e.row == "attack"
             and abs(e.eps - eps) < _EPS_TOL
             and e.attack_name.lower() in names
             and (where is None or where(e))
@@ -473,12 +445,12 @@ class ResultSet:
 
     def worst_row(
         self, run: RunInfo, eps: float, *, norm: str = "linf", suites: Sequence[str] | None = None
-    ) -> EvalRow | None:
+    ) -> EvalRecord | None:
         """The lowest worst-case row at ``eps`` (optionally of evaluations whose suite is in ``suites``)."""
         rows = [
             e
             for e in self.rows(run.id, norm=norm)
-            if e.row_kind == "worst-case"
+            if e.row == "worst-case"
             and abs(e.eps - eps) < _EPS_TOL
             and (suites is None or any(s in e.suite_name for s in suites))
         ]
@@ -486,13 +458,13 @@ class ResultSet:
 
     def strongest_row(
         self, run: RunInfo, eps: float, *, norm: str = "linf", transfer: bool = False
-    ) -> EvalRow | None:
+    ) -> EvalRecord | None:
         """The lowest robust accuracy of any white-box (or transfer) row at ``eps``: the strongest
         attack the study ran there (worst-case rows included)."""
         rows = [
             e
             for e in self.rows(run.id, transfer=transfer, norm=norm)
-            if e.row_kind != "clean" and abs(e.eps - eps) < _EPS_TOL
+            if e.row != "clean" and abs(e.eps - eps) < _EPS_TOL
         ]
         return min(rows, key=lambda e: (e.robust_acc, -e.n, e.id)) if rows else None
 
@@ -505,7 +477,7 @@ class ResultSet:
             mine = {
                 round(e.eps, 9)
                 for e in self.rows(r.id, transfer=transfer, norm=norm)
-                if e.row_kind != "clean" and e.eps > 0
+                if e.row != "clean" and e.eps > 0
             }
             common = mine if common is None else common & mine
         return sorted(common or set())
@@ -524,7 +496,7 @@ def write_csv(records: Iterable[dict[str, Any]], file: IO[str]) -> int:
     return k
 
 
-def _best(rows: list[EvalRow]) -> EvalRow | None:
+def _best(rows: list[EvalRecord]) -> EvalRecord | None:
     """Prefer standalone rows over cumulative ones, then more examples, then the newest."""
     if not rows:
         return None

@@ -15,8 +15,10 @@ name                    layout (source)
 ``geometry``            RU Table 4 rows (margin, ‖∇ₓf‖₂, normalized margin, Q_f, correlation) per model
 ======================  ==============================================================================
 
-Cells hold mean ± std over seeds and the ids of the rows behind them; a cell without data says
-"not run". Every row shows the ε and the number of test examples n of its cells, and an attack row
+Cells hold mean ± std over seeds and the ids of the rows behind them. Rows and columns with no
+stored number at all are left out, and one note line names them (a demo-scale study shows what it
+ran); a single cell without data in a row that has some says "not run". Every row shows the ε
+and the number of test examples n of its cells, and an attack row
 named in RU notation also says plainly what ran (``PGD10-48`` = "PGD, 10 steps, ε = 48/255"). A
 row that exists twice, white-box and black-box, is one row *key* per setting with the same label
 and an explicit ``setting`` (``report.json`` gives it as a field). A cell filled by a substitute
@@ -34,8 +36,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from entrobust.record import EvalRecord
 from entrobust.registry import Registry
-from entrobust.report.results import Cell, EvalRow, ResultSet, RunInfo
+from entrobust.report.results import Cell, ResultSet, RunInfo
 
 __all__ = ["TABLES", "Table", "TableSpec", "build_tables", "eps_text", "plain_attack_name"]
 
@@ -116,6 +119,21 @@ class Table:
     def filled(self) -> int:
         return sum(1 for c in self.cells.values() if not c.empty)
 
+    def prune(self) -> tuple[list[str], list[str]]:
+        """Drop the rows and columns with no stored number at all; return the labels of what was
+        dropped (rows, columns), so the table shows what ran and one line can name the rest.
+        Row and column groups shrink with their members; an emptied group goes."""
+        empty_rows = [r for r in self.rows if all(self.cell(r, c).empty for c in self.columns)]
+        empty_cols = [c for c in self.columns if all(self.cell(r, c).empty for r in self.rows)]
+        if not empty_rows and not empty_cols:
+            return [], []
+        self.row_groups = _shrink(self.row_groups, self.rows, set(empty_rows))
+        self.column_groups = _shrink(self.column_groups, self.columns, set(empty_cols))
+        self.rows = [r for r in self.rows if r not in empty_rows]
+        self.columns = [c for c in self.columns if c not in empty_cols]
+        self.cells = {k: v for k, v in self.cells.items() if k[0] in self.rows and k[1] in self.columns}
+        return [self.label(r) for r in empty_rows], empty_cols
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -139,6 +157,24 @@ class Table:
             ],
             "notes": self.notes,
         }
+
+
+def _shrink(groups: list[tuple[str, int]], members: list[str], gone: set[str]) -> list[tuple[str, int]]:
+    """``groups`` (name, span over ``members`` in order) without the members in ``gone``."""
+    out, i = [], 0
+    for name, span in groups:
+        kept = sum(1 for m in members[i : i + span] if m not in gone)
+        i += span
+        if kept:
+            out.append((name, kept))
+    return out
+
+
+#: what names the rows and columns a table leaves out (a study at a smaller scale than the papers')
+NOT_RUN_NOTE = (
+    "Not run in these results, so not shown: {what}. The reproduction scale fills every cell ({how})."
+)
+REPRODUCE_HOW = "docs/experiments.md, “Reproduction scale”"
 
 
 TableBuilder = Callable[[ResultSet], list[Table]]
@@ -173,42 +209,25 @@ def build_tables(rs: ResultSet, names: Sequence[str] = ()) -> list[Table]:
     for name in names or TABLES.names():
         for t in TABLES.get(name).build(rs):
             if t.filled:
+                rows, cols = t.prune()
+                what = "; ".join(
+                    part
+                    for part in (
+                        f"rows {', '.join(rows)}" if rows else "",
+                        f"columns {', '.join(cols)}" if cols else "",
+                    )
+                    if part
+                )
+                if what:
+                    t.notes.append(NOT_RUN_NOTE.format(what=what, how=REPRODUCE_HOW))
                 flag_table(rs, t)
                 out.append(t)
     return out
 
 
 # --------------------------------------------------------------------------------- columns
-#: column → labels (or preset names) that fill it, best first
-ALIASES: dict[str, tuple[str, ...]] = {
-    "Normal": ("Normal", "ru/normal", "Std", "Standard", "SGD", "atent/sgd", "minmax/std"),
-    "EntM": ("EntM", "ru/entm"),
-    "LS": ("LS", "ru/ls"),
-    "ADP": ("ADP", "ru/adp"),
-    "PAT": ("PAT", "ru/pat"),
-    "TRADES": ("TRADES", "ru/trades", "atent/trades", "kanai/trades"),
-    "PAT-EntM": ("PAT-EntM", "ru/pat-entm"),
-    "PAT-LS": ("PAT-LS", "ru/pat-ls"),
-    "SGD": ("SGD", "atent/sgd", "Normal", "ru/normal", "Std", "minmax/std"),
-    "Entropy SGD": ("Entropy-SGD", "EntropySGD", "atent/entropy-sgd"),
-    "ℓ∞ PGD-AT": ("PGD-AT", "ℓ∞ PGD-AT", "atent/pgd-at", "PGD-AT(E)", "atent/pgd-at-e", "AT", "kanai/at"),
-    "MMA": ("MMA",),
-    "MART": ("MART", "atent/mart"),
-    "ℓ∞ ATENT": ("ℓ∞-ATENT", "linf-ATENT", "atent/linf-atent"),
-    "Std.": ("Std", "minmax/std", "Normal", "ru/normal", "SGD", "atent/sgd"),
-    "Std.+L1": ("Std+L1", "minmax/std-l1"),
-    "Std.+L2": ("Std+L2", "minmax/std-l2"),
-    "Min-Max": ("Min-Max", "minmax/min-max"),
-    "Adv.": ("Adv", "minmax/adv"),
-    "AT": ("AT", "kanai/at"),
-    "AT+EnSGD": ("AT+EnSGD", "kanai/at-ensgd"),
-    "AWP": ("AWP", "kanai/awp"),
-    "AWP+EnSGD": ("AWP+EnSGD", "kanai/awp-ensgd"),
-}
-
-
 def _runs(rs: ResultSet, column: str, dataset: str | None) -> list[RunInfo]:
-    return rs.runs_for(ALIASES.get(column, (column,)), dataset)
+    return rs.runs_of(column, dataset)
 
 
 def _family(dataset: str | None) -> str | None:
@@ -218,10 +237,15 @@ def _family(dataset: str | None) -> str | None:
 
 
 def _main_eps(dataset: str | None) -> float:
-    return 0.3 if _family(dataset) == "mnist" else 8 / 255
+    """The ℓ∞ ε a table reads when the paper's ε is one per dataset: the dataset's own default
+    threat (:func:`entrobust.data.default_threat`), the ε training, the audit and the study
+    analyses use too (0.3 on MNIST, 0.1 on 8×8 digits, 8/255 on colour images)."""
+    from entrobust.data.info import default_threat
+
+    return default_threat(dataset)[1]
 
 
-def _steps(n: int) -> Callable[[EvalRow], bool]:
+def _steps(n: int) -> Callable[[EvalRecord], bool]:
     """Row filter: the attack ran with ``steps = n``."""
     return lambda e: e.kwargs.get("steps") == n
 
@@ -384,11 +408,11 @@ def minmax_table1(rs: ResultSet) -> list[Table]:
 
                 def exact(
                     r: RunInfo, label: str = label, norm: str = norm, eps: float = eps
-                ) -> EvalRow | None:
+                ) -> EvalRecord | None:
                     hits = [
                         e
                         for e in rs.rows(r.id, norm=norm)
-                        if e.row_kind == "attack"
+                        if e.row == "attack"
                         and e.attack == label
                         and "minmax" in e.suite_name
                         and abs(e.eps - eps) < 1e-6

@@ -110,6 +110,7 @@ class Validator:
         """``val_clean_acc``, ``val_robust_acc``, ``val_attack``, ``val_time_s`` (mode restored)."""
         from entrobust.attacks import ThreatModel, build_attack
         from entrobust.data import BatchLoader
+        from entrobust.evaluation.robust import correct
 
         cfg, v, data = self.config, self.config.validation, self.data
         norm, eps = self.threat()
@@ -131,12 +132,10 @@ class Validator:
                 if b % world != rank:
                     continue
                 with autocast(self.device, cfg.accel.amp):
-                    with torch.no_grad():
-                        clean += int((model(x).argmax(1) == y).sum())
+                    clean += int(correct(model, x, y).sum())
                     if take > 0:
                         xa = attack(model, x[:take], y[:take])
-                        with torch.no_grad():
-                            robust += int((model(xa).argmax(1) == y[:take]).sum())
+                        robust += int(correct(model, xa, y[:take]).sum())
                         attacked += take
         finally:
             model.train(was_training)

@@ -6,7 +6,7 @@ percentage points with its 95 % interval, p-value and number of paired test poin
 own reading of ε, the numbers, the paper table it comes from, and the ids of the stored rows it
 read. Accuracy comparisons use the **strongest attack the study ran** at an ε (the lowest robust
 accuracy over every white-box row there, worst-case rows included) and are **paired on the same
-test points** (:mod:`entrobust.experiments.stats`): McNemar's exact test on the per-example
+test points** (:mod:`entrobust.report.stats`): McNemar's exact test on the per-example
 outcomes the store keeps, and a seeded paired bootstrap over examples (and over seeds where there
 are several) for the interval; without per-example rows, a normal approximation. "A beats B" holds
 when the interval lies above 0 and fails when it lies at or below 0; "A ≥ B" holds when the
@@ -44,10 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from entrobust.experiments import stats
-from entrobust.experiments.stats import Comparison
+from entrobust.record import EvalRecord
 from entrobust.registry import Registry
-from entrobust.report.results import Cell, EvalRow, ResultSet, RunInfo
+from entrobust.report import stats
+from entrobust.report.results import ALIASES, Cell, ResultSet, RunInfo
+from entrobust.report.stats import Comparison
 
 __all__ = [
     "CLAIMS",
@@ -213,7 +214,7 @@ def _p(p: float) -> str:
     return "n/a" if p != p else ("<0.001" if p < 0.001 else f"{p:.3g}")
 
 
-def _outcomes(rs: ResultSet, row: EvalRow) -> dict[int, bool] | None:
+def _outcomes(rs: ResultSet, row: EvalRecord) -> dict[int, bool] | None:
     """Test index → correct under ``row``'s attack, from the stored per-example rows, or None.
 
     Clean and worst-case rows store every example. An attack row stores the examples it attacked;
@@ -223,11 +224,11 @@ def _outcomes(rs: ResultSet, row: EvalRow) -> dict[int, bool] | None:
     if not ex:
         return None
     got = {int(x["idx"]): not bool(x["success"]) for x in ex}
-    if row.row_kind == "attack":
+    if row.row == "attack":
         clean = [
             e
             for e in rs.evaluations
-            if e.run_id == row.run_id and e.evaluation == row.evaluation and e.row_kind == "clean"
+            if e.run_id == row.run_id and e.evaluation == row.evaluation and e.row == "clean"
         ]
         full = {int(x["idx"]): False for x in (rs.examples(clean[0].id) if clean else [])}
         full.update(got)
@@ -241,8 +242,8 @@ def _compare(
     rs: ResultSet,
     runs_a: Sequence[RunInfo],
     runs_b: Sequence[RunInfo],
-    pick_a: Callable[[RunInfo], EvalRow | None],
-    pick_b: Callable[[RunInfo], EvalRow | None] | None = None,
+    pick_a: Callable[[RunInfo], EvalRecord | None],
+    pick_b: Callable[[RunInfo], EvalRecord | None] | None = None,
 ) -> tuple[Comparison, Cell, Cell] | None:
     """A − B in accuracy for the rows ``pick_a`` / ``pick_b`` choose per run, paired on the same
     test points (runs paired by seed, else in order) when every pair has per-example outcomes
@@ -288,8 +289,9 @@ def _clearly_greater(x: float, y: float) -> bool:
     return x > y * (1 + GEOMETRY_MARGIN) if y >= 0 else x > y * (1 - GEOMETRY_MARGIN)
 
 
-def _runs(rs: ResultSet, names: Sequence[str], ds: str) -> list[RunInfo]:
-    return rs.runs_for(names, ds)
+def _runs(rs: ResultSet, column: str, ds: str) -> list[RunInfo]:
+    """The runs of a defense named as the tables name it (:data:`ALIASES`)."""
+    return rs.runs_of(column, ds)
 
 
 def _white(rs: ResultSet, runs: list[RunInfo], eps: float, norm: str = "linf") -> Cell:
@@ -366,7 +368,6 @@ def _audit_check(
     return statuses, evidence, sources
 
 
-NORMAL = ("Normal", "ru/normal", "Std", "SGD", "atent/sgd", "minmax/std")
 CHANCE_MARGIN = 0.05
 
 
@@ -374,9 +375,9 @@ CHANCE_MARGIN = 0.05
 @_claim("C1", "EntM / LS alone are robust only at small ε", "RU §5.2.1, Tables 1, 3, 9")
 def c1(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
     ev = _Evidence(cl, ds)
-    normal = _runs(rs, NORMAL, ds)
+    normal = _runs(rs, "Normal", ds)
     for name in ("EntM", "LS"):
-        runs = _runs(rs, (name, f"ru/{name.lower()}"), ds)
+        runs = _runs(rs, name, ds)
         if not runs or not normal:
             ev.part(name, None, "not run" if not runs else "no Normal model to compare with", optional=True)
             continue
@@ -419,7 +420,7 @@ def c1(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
 def c2(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
     ev = _Evidence(cl, ds)
     for name in ("EntM", "LS"):
-        runs = _runs(rs, (name, f"ru/{name.lower()}"), ds)
+        runs = _runs(rs, name, ds)
         if not runs:
             ev.part(name, None, "not run", optional=True)
             continue
@@ -431,7 +432,7 @@ def c2(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
                 e.attack
                 for r in runs
                 for e in rs.rows(r.id, transfer=True)
-                if e.row_kind == "attack" and e.attack.startswith("PGD10")
+                if e.row == "attack" and e.attack.startswith("PGD10")
             }
         )
         for lab in labels:
@@ -478,9 +479,9 @@ def c2(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
 @_claim("C3", "PAT-EntM / PAT-LS beat PAT on clean data and at large ε", "RU §5.2.2, Tables 1-3")
 def c3(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
     ev = _Evidence(cl, ds)
-    pat = _runs(rs, ("PAT", "ru/pat"), ds)
+    pat = _runs(rs, "PAT", ds)
     for name in ("PAT-EntM", "PAT-LS"):
-        runs = _runs(rs, (name, f"ru/{name.lower()}"), ds)
+        runs = _runs(rs, name, ds)
         if not runs or not pat:
             ev.part(name, None, "not run" if not runs else "PAT not run", optional=True)
             continue
@@ -517,8 +518,8 @@ def c3(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
 @_claim("C4", "PAT-EntM ≥ TRADES", "RU §5.2.2, Tables 1-3")
 def c4(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
     ev = _Evidence(cl, ds)
-    x = _runs(rs, ("PAT-EntM", "ru/pat-entm"), ds)
-    t = _runs(rs, ("TRADES", "ru/trades", "atent/trades", "kanai/trades"), ds)
+    x = _runs(rs, "PAT-EntM", ds)
+    t = _runs(rs, "TRADES", ds)
     eps = _common_eps(rs, [x, t]) if x and t else []
     if not eps:
         ev.part("robust accuracy", None, "needs white-box results of PAT-EntM and TRADES at a common ε")
@@ -548,14 +549,14 @@ def c5(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
     ev = _Evidence(cl, ds)
     ev.eps_reading = "no ε: clean-input geometry (RU Table 4; adversarial accuracy at the analysis' adv_eps)"
 
-    def geo(names: Sequence[str], key: str) -> Cell:
-        c = rs.analysis_cell(_runs(rs, names, ds), "geometry", lambda a: a[key])
+    def geo(column: str, key: str) -> Cell:
+        c = rs.analysis_cell(_runs(rs, column, ds), "geometry", lambda a: a[key])
         ev.use(c)
         return c
 
     pairs = (
-        (("EntM", "ru/entm"), NORMAL, "EntM vs Normal"),
-        (("PAT-EntM", "ru/pat-entm"), ("PAT", "ru/pat"), "PAT-EntM vs PAT"),
+        ("EntM", "Normal", "EntM vs Normal"),
+        ("PAT-EntM", "PAT", "PAT-EntM vs PAT"),
     )
     for x, base, name in pairs:
         jx, jb = geo(x, "jacobian_norm"), geo(base, "jacobian_norm")
@@ -570,11 +571,11 @@ def c5(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
             f"‖∇f‖ {jx.mean:.3g} vs {jb.mean:.3g}, M/‖∇f‖ {nx.mean:.3g} vs {nb.mean:.3g}",
             optional=name.startswith("PAT"),
         )
-    qe, qn = geo(("EntM", "ru/entm"), "nonlinearity"), geo(NORMAL, "nonlinearity")
+    qe, qn = geo("EntM", "nonlinearity"), geo("Normal", "nonlinearity")
     if qe.empty or qn.empty:
         ev.part("Q_f", None, "needs the geometry analysis of EntM and Normal")
     else:
-        qp = geo(("PAT-EntM", "ru/pat-entm"), "nonlinearity")
+        qp = geo("PAT-EntM", "nonlinearity")
         ok = _clearly_greater(qe.mean, qn.mean) and (qp.empty or _clearly_greater(qe.mean, qp.mean))
         ev.numbers["Q_f"] = {"entm": qe.mean, "normal": qn.mean, "pat_entm": None if qp.empty else qp.mean}
         ev.part(
@@ -593,7 +594,7 @@ def c5(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
 def c6(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
     ev = _Evidence(cl, ds)
     ev.eps_reading = RU_EPS + "; the audit's ε curve spans multiples of its ε"
-    runs = _runs(rs, ("PAT-EntM", "ru/pat-entm"), ds)
+    runs = _runs(rs, "PAT-EntM", ds)
     if not runs:
         ev.part("PAT-EntM", None, "not run")
         return ev.result()
@@ -616,18 +617,9 @@ def c6(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
 @_claim("C7", "ℓ∞-ATENT ≈ PGD-AT / TRADES; ℓ2-ATENT is the best under ℓ2 attacks", "ATENT Tables 1-3")
 def c7(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
     ev = _Evidence(cl, ds)
-    at = _runs(rs, ("ℓ∞-ATENT", "linf-ATENT", "atent/linf-atent"), ds)
-    others = [
-        (
-            "PGD-AT",
-            _runs(
-                rs,
-                ("PGD-AT", "atent/pgd-at", "PGD-AT(E)", "atent/pgd-at-e", "AT", "kanai/at", "PAT", "ru/pat"),
-                ds,
-            ),
-        )
-    ]
-    others.append(("TRADES", _runs(rs, ("TRADES", "ru/trades", "atent/trades", "kanai/trades"), ds)))
+    at = _runs(rs, "ℓ∞ ATENT", ds)
+    others = [("PGD-AT", rs.runs_for((*ALIASES["ℓ∞ PGD-AT"], *ALIASES["PAT"]), ds))]  # PAT: RU's PGD-AT
+    others.append(("TRADES", _runs(rs, "TRADES", ds)))
     others = [(n, r) for n, r in others if r]
     eps = _common_eps(rs, [at, *[r for _, r in others]]) if at and others else []
     if not eps:
@@ -650,7 +642,7 @@ def c7(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
             f"({_diff_text(c)}; ≈ means at most 3 pp below)",
             optional=True,
         )
-    l2 = _runs(rs, ("ℓ2-ATENT", "l2-ATENT", "atent/l2-atent"), ds)
+    l2 = _runs(rs, "ℓ2 ATENT", ds)
     if not l2:
         ev.part("ℓ2", None, "ℓ2-ATENT not run", optional=True)
     else:
@@ -687,8 +679,8 @@ def c7(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
 @_claim("C8", "Entropy-SGD alone gives no robustness", "ATENT §3, Tables 1-2 (row 2)")
 def c8(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
     ev = _Evidence(cl, ds)
-    es = _runs(rs, ("Entropy-SGD", "atent/entropy-sgd"), ds)
-    sgd = _runs(rs, NORMAL, ds)
+    es = _runs(rs, "Entropy SGD", ds)
+    sgd = _runs(rs, "SGD", ds)
     eps = _common_eps(rs, [es, sgd]) if es and sgd else []
     if not eps:
         ev.part(
@@ -711,10 +703,10 @@ def c8(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
     return ev.result()
 
 
-def _pgd(rs: ResultSet, eps: float) -> Callable[[RunInfo], EvalRow | None]:
+def _pgd(rs: ResultSet, eps: float) -> Callable[[RunInfo], EvalRecord | None]:
     """Picks a run's PGD row at ``eps``: the 'minmax' suite's PGD row, else the lowest PGD-family row."""
 
-    def pick(r: RunInfo) -> EvalRow | None:
+    def pick(r: RunInfo) -> EvalRecord | None:
         exact = [
             e
             for e in rs.rows(r.id)
@@ -725,7 +717,7 @@ def _pgd(rs: ResultSet, eps: float) -> Callable[[RunInfo], EvalRow | None]:
         rows = [
             e
             for e in rs.rows(r.id)
-            if e.row_kind == "attack"
+            if e.row == "attack"
             and abs(e.eps - eps) < 1e-6
             and (e.attack_name == "pgd" or e.attack_name.startswith("PGD"))
         ]
@@ -741,8 +733,8 @@ def _pgd(rs: ResultSet, eps: float) -> Callable[[RunInfo], EvalRow | None]:
 )
 def c9(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
     ev = _Evidence(cl, ds)
-    mm = _runs(rs, ("Min-Max", "minmax/min-max"), ds)
-    std = _runs(rs, ("Std", "minmax/std", *NORMAL), ds)
+    mm = _runs(rs, "Min-Max", ds)
+    std = _runs(rs, "Std.", ds)
     if not mm or not std:
         ev.part("Min-Max vs Std", None, "Min-Max and Std (or Normal) must both be run")
         return ev.result()
@@ -779,8 +771,8 @@ def c9(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
                     f"Min-Max {_pct(a2.mean)} vs Std {_pct(b2.mean)} ({_diff_text(c2)})",
                     info=True,
                 )
-        for name, names in (("Std+L1", ("Std+L1", "minmax/std-l1")), ("Std+L2", ("Std+L2", "minmax/std-l2"))):
-            abl = _runs(rs, names, ds)
+        for name, column in (("Std+L1", "Std.+L1"), ("Std+L2", "Std.+L2")):
+            abl = _runs(rs, column, ds)
             g = _compare(rs, mm, abl, _pgd(rs, decide)) if abl and got is not None else None
             if g is None:
                 ev.part(f"{name} below Min-Max", None, "not run", optional=True)
@@ -814,8 +806,8 @@ def c9(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
 def c10(rs: ResultSet, ds: str, cl: Claim) -> ClaimResult:
     ev = _Evidence(cl, ds)
     for name, x_names, b_names, strict in (
-        ("AT+EnSGD vs AT", ("AT+EnSGD", "kanai/at-ensgd"), ("AT", "kanai/at"), True),
-        ("AWP+EnSGD vs AWP", ("AWP+EnSGD", "kanai/awp-ensgd"), ("AWP", "kanai/awp"), False),
+        ("AT+EnSGD vs AT", "AT+EnSGD", "AT", True),
+        ("AWP+EnSGD vs AWP", "AWP+EnSGD", "AWP", False),
     ):
         x, b = _runs(rs, x_names, ds), _runs(rs, b_names, ds)
         eps = _common_eps(rs, [x, b]) if x and b else []

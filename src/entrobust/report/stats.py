@@ -9,7 +9,7 @@ two accuracies as independent binomials:
   the same recipe) both models have;
 * **McNemar's exact test** (McNemar 1947): with n₁₀ = #{aᵢ = 1, bᵢ = 0} and n₀₁ = #{aᵢ = 0, bᵢ = 1}
   (pooled over seeds), under H₀ "A and B are equally accurate" each discordant example is A's with
-  probability ½, so p = P(|Binomial(n₁₀ + n₀₁, ½) − m/2| ≥ |n₁₀ − m/2|) (two-sided,
+  probability ½, so p = P(|Binomial(n₁₀ + n₀₁, ½) − m/2| ≥ |n₁₀ − m/2|) (two-sided, as
   ``scipy.stats.binomtest``); p = 1 when no example is discordant;
 * **paired bootstrap** 95 % interval (Efron & Tibshirani 1993, percentile interval): B resamples;
   each draws S seeds with replacement and, within each drawn seed s, nₛ examples with replacement,
@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -98,11 +99,15 @@ def mcnemar_exact(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray
 
 
 def _mcnemar_p(n10: int, n01: int) -> float:
-    if n10 + n01 == 0:
+    """Two-sided exact binomial p-value at ½: Binomial(m, ½) is symmetric, so the outcomes at
+    least as unlikely as n₁₀ are the two tails beyond min(n₁₀, n₀₁): p = min(1, 2·P(X ≤ min)),
+    in exact integer arithmetic (what ``scipy.stats.binomtest`` gives, without importing SciPy's
+    statistics package, which alone takes seconds to load)."""
+    m = n10 + n01
+    if m == 0:
         return 1.0
-    from scipy.stats import binomtest
-
-    return float(binomtest(n10, n10 + n01, 0.5, alternative="two-sided").pvalue)
+    tail = sum(math.comb(m, i) for i in range(min(n10, n01) + 1))
+    return min(1.0, float(Fraction(2 * tail, 2**m)))
 
 
 def paired_bootstrap(
