@@ -96,7 +96,7 @@ def test_the_pool_starts_trainings_then_the_longest_units(study: Path, tmp_path:
     units = r.units(("train", "evaluate", "analyse"))
     order = [u.key for u in sorted(units, key=r.dispatch_order)]
     normal, pat = (k for k, pr in enumerate(r.plan) if pr.label in ("Normal", "PAT"))
-    assert order[:2] == ["train:0", "train:1"]  # in plan order among equals
+    assert order[:2] == [f"train:{pat}", f"train:{normal}"]  # adversarially trained first
     # AutoAttack on the adversarially trained model first, then on the normal one, then the rest
     assert order[2:4] == [f"eval:aa:{pat}", f"eval:aa:{normal}"]
     assert order.index(f"eval:white-box:{pat}") < order.index(f"eval:white-box:{normal}")

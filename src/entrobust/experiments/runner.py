@@ -1013,13 +1013,14 @@ class _Runner:
 
     def dispatch_order(self, unit: _Unit) -> tuple[int, float]:
         """Sort key of the worker pool among ready units: trainings first (everything waits for
-        them), then the rest longest first by a rough guess of the work (AutoAttack / Square
+        them; adversarially trained models first, since the longest evaluations wait for those),
+        then the rest longest first by a rough guess of the work (AutoAttack / Square
         suites over plain attacks, audits over other analyses, adversarially trained models —
         which stay robust, so every attack runs to its end — over the others), so that no long unit
         is left for last while a worker idles. Only the order changes; every unit computes the
         same numbers wherever and whenever it runs."""
-        if unit.kind == "train":
-            return (0, 0.0)
+        if unit.kind == "train":  # adversarially trained first: the longest evaluations wait for them
+            return (0, -1.0 if self.plan[unit.args[0]].adversarial else 0.0)
         if unit.kind == "analyse-study":
             return (2, 0.0)
         i, k = unit.args[0], unit.args[1]
