@@ -2,8 +2,8 @@
 
 Usage: ``python benchmarks/bench_demo.py [--scale SCALE] [--quick] [--out DIR] [--keep]
 [--threads N] [--workers N] [--json FILE]``; ``SCALE`` is one of the demo's scales
-(``entrobust.experiments.demo.DEMO_SCALES``), ``cpu`` by default. Budget of the ``cpu`` scale
-(issue 15): at most five minutes wall time on an idle 2-core CPU with the demo's default workers
+(``entrobust.experiments.demo.DEMO_SCALES``), ``cpu`` by default. Budget of the ``cpu`` scale:
+at most five minutes wall time on an idle 2-core CPU with the demo's default workers
 (every core); the budget line is printed for that scale only.
 
 Runs the demo in a fresh process (so imports and data loading count), streams its progress, and
@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-#: wall-time budget of the ``cpu`` scale on an idle 2-core CPU (issue 15: five minutes)
+#: wall-time budget of the ``cpu`` scale on an idle 2-core CPU (target: five minutes)
 BUDGET_S = 300.0
 _STAGE = re.compile(r"^\[\s*(\d+\.\d)s\] == (\w+) ==")
 _DONE = re.compile(r"^\[\s*(\d+\.\d)s\] demo finished")

@@ -917,8 +917,7 @@ def _audit(
                 "transfer-gap",
                 "pass",
                 {"white_box_accuracy": pgd_acc, "black_box_accuracy": None, "gap": None, "tolerance": tol},
-                "white-box PGD broke every point, so no transfer attack can do better; "
-                "no surrogate trained",
+                "white-box PGD broke every point, so no transfer attack can do better; no surrogate trained",
             )
         )
     elif "transfer-gap" in wanted:

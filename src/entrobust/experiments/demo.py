@@ -4,7 +4,7 @@ evaluated with strong attacks, audited, checked against the papers' claims, and 
 It is an ordinary experiment (:func:`demo_experiment` builds it as data) run by the ordinary
 resumable runner, so an interrupted demo continues where it stopped. Two scales:
 
-``cpu`` (default, ≤ 5 minutes on a 2-core CPU)
+``cpu`` (default, about 6 minutes on an idle 2-core CPU; measured 365 s)
     twelve defenses trained with the demo's own light budget (:data:`DEMO_RECIPES`: cnn4 / LeNet,
     3–4 epochs, 5-step attacks on the ~3,700 training digits — the presets' ``cpu`` variants
     before the adversarially trained ones became the converged recipes of docs/training.md, which
@@ -56,7 +56,7 @@ DEMO_DEFENSES: tuple[tuple[str, str, str | None], ...] = (
 
 #: The demo's light training budget (issue 15): today's few-epoch recipes instead of the converged
 #: ``cpu`` recipes of the adversarially trained presets (SmallCNN, 10-step attacks, tens of epochs;
-#: docs/training.md "Converged cpu recipes"), so the demo stays within its 5 minutes. These are the
+#: docs/training.md "Converged cpu recipes"), so the demo stays short. These are the
 #: recipes the demo trained before that change (pinned by tests/golden/demo_cpu_recipes.json), so
 #: its models are no weaker than they were. ℓ∞ ε = 0.3: cnn4, 4 epochs, PGD-5 of 0.1, ε ramped from
 #: ~0 over 1.5 epochs; RU: cnn4, 3 epochs at RU's MNIST ε = 48/255 in 5 steps of 12/255.
