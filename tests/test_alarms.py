@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from _traps import EPS, C, Detached, Scaled, points
 from entrobust.attacks import ThreatModel
 from entrobust.diagnostics.obfuscation import AUDIT_CHECKS, audit
 from entrobust.experiments.runner import Progress, _Runner, audit_flag, evaluation_records, strongest_stored
@@ -26,41 +27,7 @@ from entrobust.report import ResultSet, build_tables
 
 torch.set_num_threads(1)
 
-D, C, EPS = 64, 4, 0.3
 SUITE = "pgd:steps=20:step_size=0.01:label=PGD-20,cw-pgd:steps=20:step_size=0.01:label=CW-20"
-
-
-class Scaled(nn.Module):
-    """Linear logits × ``scale``: with 1000, CE saturates (∇CE = 0 exactly) but margins are intact."""
-
-    def __init__(self, scale: float = 1000.0) -> None:
-        super().__init__()
-        self.register_buffer("w", torch.randn(C, D, generator=torch.Generator().manual_seed(0)))
-        self.scale = scale
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.scale * (x.flatten(1) @ self.w.t())
-
-
-class Detached(nn.Module):
-    """Predictions follow the input, every input gradient is zero: all gradient attacks are stuck."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inner = Scaled(1.0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.inner(x.detach()) + 0.0 * x.flatten(1)[:, :1]
-
-
-def points(n: int = 40) -> tuple[Tensor, Tensor]:
-    """Points 0.12 per pixel from 0.5 towards a class: the linear model's margins need ε ≈ 0.15–0.2
-    of a directed attack, which a random start in the ε = 0.3 ball almost never supplies."""
-    w = Scaled(1.0).w
-    c = torch.arange(n) % C
-    noise = 0.03 * torch.randn(n, D, generator=torch.Generator().manual_seed(0))
-    x = (0.5 + 0.12 * torch.sign(w[c] - w.mean(0)) + noise).clamp(0, 1).view(n, 1, 8, 8)
-    return x, Scaled(1.0)(x).argmax(1)
 
 
 # ----------------------------------------------------------------------------------- evaluate()

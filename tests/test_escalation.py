@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from _traps import EPS, C, D, Detached, Scaled, points
 from entrobust.attacks import ThreatModel, build_attack
 from entrobust.diagnostics.obfuscation import _attack_correct, _steps_curve, audit
 from entrobust.evaluation.adaptive import (
@@ -30,42 +31,12 @@ from entrobust.experiments.spec import experiment_from_dict
 
 torch.set_num_threads(1)
 
-D, C, EPS = 64, 4, 0.3
 PLAIN = "pgd:steps=20:step_size=0.01:label=PGD-20"
-
-
-class Scaled(nn.Module):
-    def __init__(self, scale: float = 1000.0) -> None:
-        super().__init__()
-        self.register_buffer("w", torch.randn(C, D, generator=torch.Generator().manual_seed(0)))
-        self.scale = scale
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.scale * (x.flatten(1) @ self.w.t())
-
-
-class Detached(nn.Module):
-    """Predictions of the linear model, every input gradient zero: gradient attacks are stuck."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inner = Scaled(1.0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.inner(x.detach()) + 0.0 * x.flatten(1)[:, :1]
 
 
 class Round(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return torch.round(x * 4) / 4
-
-
-def points(n: int = 40) -> tuple[Tensor, Tensor]:
-    w = Scaled(1.0).w
-    c = torch.arange(n) % C
-    noise = 0.03 * torch.randn(n, D, generator=torch.Generator().manual_seed(0))
-    x = (0.5 + 0.12 * torch.sign(w[c] - w.mean(0)) + noise).clamp(0, 1).view(n, 1, 8, 8)
-    return x, Scaled(1.0)(x).argmax(1)
 
 
 def check(name: str, status: str) -> dict[str, str]:
