@@ -366,18 +366,17 @@ def _num(v: Any) -> float | None:
     return None if f != f else f
 
 
+def _white_box(store: Any, run_id: str, norm: str) -> list[EvalRecord]:
+    """``run_id``'s stored rows under ``norm`` that the audit and the escalation may build on:
+    white-box (not transferred) and not an escalation (which follows the audit, never feeds it)."""
+    return [e for e in store.evaluations(run_id, norm=norm) if not e.transfer and not e.spec.get("adaptive")]
+
+
 def strongest_stored(store: Any, run_id: str, eps: float, norm: str) -> dict[str, Any] | None:
     """The strongest stored white-box evaluation row of ``run_id`` at (``eps``, ``norm``) — the
     lowest robust accuracy of any attack or worst-case row there — as ``{"accuracy", "attack",
     "n", "evaluation"}``, or None. The audit compares it with its own attacks (``strong-attack``)."""
-    rows = [
-        e
-        for e in store.evaluations(run_id, norm=norm)
-        if abs(float(e.eps) - eps) < 1e-6
-        and e.row != "clean"
-        and not e.transfer
-        and not e.spec.get("adaptive")  # an escalation follows the audit, never feeds it
-    ]
+    rows = [e for e in _white_box(store, run_id, norm) if abs(float(e.eps) - eps) < 1e-6 and e.row != "clean"]
     if not rows:
         return None
     best = min(rows, key=lambda e: (e.robust_acc, -e.n, e.id))
@@ -391,10 +390,8 @@ def stored_broken(store: Any, run_id: str, eps: float, norm: str) -> list[int]:
     ``norm``) or a smaller ε broke (escalations excluded) — the points the audit reuses instead of
     attacking them again (``audit(..., known_broken=...)``)."""
     out: set[int] = set()
-    for e in store.evaluations(run_id, norm=norm):
-        if e.row != "worst-case" or e.transfer or e.spec.get("adaptive"):
-            continue
-        if float(e.eps) <= eps + 1e-6:
+    for e in _white_box(store, run_id, norm):
+        if e.row == "worst-case" and float(e.eps) <= eps + 1e-6:
             out.update(int(r["idx"]) for r in store.examples(e.id) if r.get("success"))
     return sorted(out)
 
@@ -830,11 +827,8 @@ class _Runner:
         norm, eps = str(th.get("norm", "linf")), float(th.get("eps", 0.0))
         rows = [
             e
-            for e in self.store.evaluations(self.ids[k], norm=norm)
-            if e.row == "worst-case"
-            and abs(float(e.eps) - eps) < 1e-6
-            and not e.transfer
-            and not e.spec.get("adaptive")
+            for e in _white_box(self.store, self.ids[k], norm)
+            if e.row == "worst-case" and abs(float(e.eps) - eps) < 1e-6
         ]
         base = min(rows, key=lambda e: (e.robust_acc, -e.n, e.id)) if rows else None
         sur = self.normal_for(k)
