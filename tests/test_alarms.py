@@ -113,10 +113,10 @@ def test_the_audit_gets_the_strongest_stored_result_as_its_reference(
 def test_the_audit_notices_an_attack_weaker_than_the_stored_one() -> None:
     """The audit's own PGD and APGD are stuck on a zero-gradient model; a stored gradient-free
     result (reference) says 0 %: ``strong-attack`` fails (before: no reference in studies)."""
-    from entrobust.experiments.analyses import EXPERIMENT_ANALYSES, AnalysisContext
+    from entrobust.diagnostics.analysis import ANALYSES, AnalysisContext
 
     x, y = points(24)
-    kind = EXPERIMENT_ANALYSES.get("audit")
+    kind = ANALYSES.get("audit")
     params = kind.validate(
         {"eps": EPS, "n": 24, "pgd_steps": 5, "strong_iter": 5, "checks": ["strong-attack"]}
     )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from entrobust.experiments.analyses import toy_smoothness
+from entrobust.diagnostics.analysis import toy_smoothness
 from entrobust.record import EvalRecord
 from entrobust.report import stats
 from entrobust.report.claims import (

@@ -69,7 +69,7 @@ def test_analyze_cli(ckpt: Path, tmp_path: Path) -> None:
     data = json.loads((out / "analysis.json").read_text())
     assert set(data) == {"margin", "jacobian", "fuzziness", "boundary"}
     assert data["jacobian"]["jacobian_norm"] > 0 and data["jacobian"]["n"] == 12
-    assert len(data["fuzziness"]["per_layer"]) == 2  # LeNet5 has two convolutions
+    assert len(data["fuzziness"]["layers"]) == 2  # LeNet5 has two convolutions
     assert len(data["boundary"]["classes"]) == 2
     for png in ("weights.png", "boundary.png"):
         assert (out / png).stat().st_size > 1000
@@ -82,10 +82,10 @@ def test_analyze_cli_needs_a_checkpoint_except_for_the_toy(capsys: pytest.Captur
 
 
 def test_analyze_names_which_space_a_surface_explores(ckpt: Path, tmp_path: Path) -> None:
-    from entrobust.diagnostics.analysis import CHECKPOINT_ANALYSES, analyze
+    from entrobust.diagnostics.analysis import ANALYSES, analyze
 
-    assert {"input-surface", "weight-landscape"} <= set(CHECKPOINT_ANALYSES)
-    assert not {"surface", "landscape"} & set(CHECKPOINT_ANALYSES)
+    assert {"input-surface", "weight-landscape"} <= set(ANALYSES)
+    assert not {"surface", "landscape"} & set(ANALYSES)
     for old, new in (("landscape", "weight-landscape"), ("surface", "input-surface")):
         with pytest.raises(ConfigError, match=f"{old!r} is now called {new!r}"):
             analyze(None, None, [old], tmp_path)
@@ -141,3 +141,40 @@ def test_package_exports_are_functions_even_after_submodule_imports() -> None:
     for name in diag.__all__:
         assert not isinstance(getattr(diag, name), type(diag)), f"{name} resolves to a module"
     assert callable(diag.audit) and callable(diag.fuzziness)
+
+
+def test_one_registry_serves_the_cli_and_experiment_files(ckpt: Path, tmp_path: Path) -> None:
+    """``entrobust analyze`` and an experiment's ``[analysis.KIND]`` run the same kind: the same
+    function and parameters give the same numbers; only the CLI also draws pictures."""
+    from entrobust.data import load_dataset
+    from entrobust.diagnostics.analysis import ALIASES, ANALYSES, AnalysisContext, analyze, checkpoint_kinds
+    from entrobust.experiments.spec import experiment_from_dict
+
+    assert "audit" in ANALYSES and "audit" not in checkpoint_kinds()
+    assert set(checkpoint_kinds()) | {"audit"} == set(ANALYSES)
+    assert ALIASES["table4"] in ANALYSES
+    exp = experiment_from_dict(
+        {
+            "name": "x",
+            "datasets": ["digits"],
+            "defense": [{"preset": "ru/normal", "overrides": {"epochs": 1}}],
+            "analysis": {"boundary": {"n": 30}, "table4": {"n": 10, "adv_steps": 0, "distortion": ""}},
+        }
+    )
+    assert [a.kind for a in exp.analyses] == ["boundary", "geometry"]
+    with pytest.raises(ConfigError, match="classes"):
+        ANALYSES.get("boundary").validate({"classes": [3, 3]})
+
+    model = ANALYSES.get("margin")  # any run-scope kind: same numbers through both doors
+    from entrobust.checkpoint import load_checkpoint
+
+    net, _ = load_checkpoint(ckpt)
+    data = load_dataset("digits", "test")
+    params = model.validate({"n": 25})
+    stored = model.fn(AnalysisContext(dataset="digits", model=net, test=data, seed=3), params)
+    res = analyze(net, data, ["margin", "fuzziness"], tmp_path, dataset="digits", n=25, seed=3)
+    assert res.parts["margin"]["margin"] == pytest.approx(stored["margin"], rel=1e-6)
+    assert res.parts["margin"]["n"] == stored["n"] == 25
+    assert (tmp_path / "weights.png").exists() and (tmp_path / "weights.png") in res.files
+    with pytest.raises(ConfigError, match="entrobust audit"):
+        analyze(net, data, ["audit"], tmp_path)

@@ -232,7 +232,7 @@ def test_analyses_take_the_datasets_own_default_threat() -> None:
     """One rule for a dataset's default ε (issue 13): studies' analyses, training validation and
     the audit CLI all read it from the dataset (digits used to get 0.3 here and 0.1 elsewhere)."""
     from entrobust.data import default_threat
-    from entrobust.experiments.analyses import default_eps
+    from entrobust.diagnostics.analysis import default_eps
 
     for name in ("mnist5k", "digits", "cifar10", "svhn", None):
         assert default_eps(name) == default_threat(name)[1]

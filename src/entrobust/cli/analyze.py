@@ -1,6 +1,7 @@
 """``entrobust analyze CHECKPOINT --what ...``: uncertainty / geometry analyses with plots (SPEC §5).
 
-A thin layer over :func:`entrobust.diagnostics.analysis.analyze`; every analysis writes its
+A thin layer over :func:`entrobust.diagnostics.analysis.analyze` — the same analyses an experiment
+runs (:data:`entrobust.diagnostics.analysis.ANALYSES`); every analysis writes its
 numbers into ``analysis.json`` and its pictures as PNGs in ``--out`` (default:
 ``<run dir>/analysis``). ``--what toy`` needs no checkpoint.
 """
@@ -10,9 +11,9 @@ from __future__ import annotations
 import argparse
 
 WHAT_HELP = (
-    "comma-separated: margin, jacobian, table4 (margin + Jacobian + Q_f + distortion correlation), "
-    "histograms, fuzziness, input-surface, weight-landscape, toy, boundary, or all "
-    "(default: margin,jacobian,fuzziness)"
+    "comma-separated: geometry (RU Table 4: margin + Jacobian + Q_f + distortion correlation; "
+    "also 'table4'), margin, jacobian, histograms, fuzziness, input-surface, weight-landscape, "
+    "boundary, toy, or all (default: margin,jacobian,fuzziness)"
 )
 
 
@@ -34,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adversarial", action="store_true", help="adversarial loss in the weight landscape")
     p.add_argument("--eps", default=None, help="ℓ∞ ε of that adversarial loss (default: training ε)")
     p.add_argument("--classes", default=None, help="two classes for the boundary plot, e.g. 5,8")
+    p.add_argument(
+        "--toy-dataset", default=None, choices=["point", "gaussian"], help="toy data (default: point)"
+    )
     p.add_argument("--dataset", default=None, help="dataset name (default: from the checkpoint metadata)")
     p.add_argument("--split", default="test", choices=["test", "train"], help="split (default: test)")
     p.add_argument("--data-root", default=None, help="dataset folder")
@@ -44,14 +48,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from entrobust.diagnostics._cli import out_dir_for, parse_floats
-    from entrobust.diagnostics.analysis import CHECKPOINT_ANALYSES, analyze
+    from entrobust.diagnostics.analysis import ANALYSES, analyze, checkpoint_kinds
     from entrobust.errors import ConfigError
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     if "all" in what:
-        what = list(CHECKPOINT_ANALYSES)
+        what = checkpoint_kinds()
     model = meta = data = dataset = None
-    if any(w != "toy" for w in what):
+    if any(w not in ANALYSES or ANALYSES.get(w).scope == "run" for w in what):
         if args.checkpoint is None:
             raise ConfigError(f"--what {','.join(what)} needs a CHECKPOINT (only 'toy' runs without one)")
         from entrobust.diagnostics._cli import load_target
@@ -78,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         adversarial=args.adversarial,
         eps=eps_list[0] if eps_list else None,
         classes=classes,
+        toy_dataset=args.toy_dataset,
         seed=args.seed,
         log=print,
     )

@@ -709,23 +709,23 @@ class _Runner:
                 self.analyse_run(a, k, f"{pos + 1}/{len(targets)}")
 
     def analysis_scope(self, a: Any) -> str:
-        from entrobust.experiments.analyses import EXPERIMENT_ANALYSES
+        from entrobust.diagnostics.analysis import ANALYSES
 
-        return str(EXPERIMENT_ANALYSES.get(a.kind).scope)
+        return str(ANALYSES.get(a.kind).scope)
 
     def analysis_targets(self, a: Any) -> list[int]:
         return [k for k, pr in enumerate(self.plan) if a.only is None or pr.label in a.only]
 
     def _analysis_hash(self, a: Any) -> tuple[Any, dict[str, Any], str]:
-        from entrobust.experiments.analyses import EXPERIMENT_ANALYSES
+        from entrobust.diagnostics.analysis import ANALYSES
 
-        kind = EXPERIMENT_ANALYSES.get(a.kind)
+        kind = ANALYSES.get(a.kind)
         params = kind.validate(a.params)
         return kind, params, config_hash({"kind": a.kind, "params": params})
 
     def analyse_study(self, a: Any) -> None:
         """A study-scope analysis (e.g. the toy), stored on the experiment's pseudo-run."""
-        from entrobust.experiments.analyses import AnalysisContext
+        from entrobust.diagnostics.analysis import AnalysisContext
 
         kind, params, spec_hash = self._analysis_hash(a)
         stage = f"analysis:{a.kind}"
@@ -742,7 +742,7 @@ class _Runner:
 
     def analyse_run(self, a: Any, k: int, pos: str) -> None:
         """A run-scope analysis of run ``k`` (the audit also reads its normally trained surrogate)."""
-        from entrobust.experiments.analyses import AnalysisContext
+        from entrobust.diagnostics.analysis import AnalysisContext
 
         kind, params, spec_hash = self._analysis_hash(a)
         stage = f"analysis:{a.kind}"
@@ -754,7 +754,7 @@ class _Runner:
             return
         broken = None
         if a.kind == "audit":
-            from entrobust.experiments.analyses import audit_threat
+            from entrobust.diagnostics.analysis import audit_threat
 
             norm, eps = audit_threat(pr.dataset, params)
             broken = stored_broken(self.store, rid, eps, norm)
@@ -792,7 +792,7 @@ class _Runner:
         sur = self.normal_for(k) if a.kind == "audit" else None
         ref = None
         if a.kind == "audit":
-            from entrobust.experiments.analyses import audit_threat
+            from entrobust.diagnostics.analysis import audit_threat
 
             norm, eps = audit_threat(self.plan[k].dataset, params)
             ref = self.strongest_stored(k, eps, norm)

@@ -158,7 +158,7 @@ class EvaluationSpec:
 
 @dataclass(frozen=True)
 class AnalysisSpec:
-    """One analysis (a kind of :data:`entrobust.experiments.analyses.EXPERIMENT_ANALYSES`) and its
+    """One analysis (a kind of :data:`entrobust.diagnostics.analysis.ANALYSES`) and its
     parameters."""
 
     kind: str
@@ -371,7 +371,7 @@ def _evaluation(data: Any, where: str) -> EvaluationSpec:
 
 
 def _analyses(data: Any, where: str) -> tuple[AnalysisSpec, ...]:
-    from entrobust.experiments.analyses import analysis_kind
+    from entrobust.diagnostics.analysis import analysis_kind
 
     d = _expect_table(data, where)
     out: dict[str, AnalysisSpec] = {}
@@ -526,9 +526,9 @@ def validate_names(exp: Experiment) -> None:
     """Look every name up in its registry and resolve every training config (see
     :func:`experiment_from_dict`)."""
     from entrobust.data import DATASETS
+    from entrobust.diagnostics.analysis import ANALYSES
     from entrobust.evaluation import get_suite
     from entrobust.evaluation.suites import check_suite
-    from entrobust.experiments.analyses import EXPERIMENT_ANALYSES
     from entrobust.models import MODELS
     from entrobust.report.tables import TABLES
 
@@ -564,13 +564,12 @@ def validate_names(exp: Experiment) -> None:
             except EntrobustError as exc:
                 raise _renamed(exc, f"evaluation[{i}].suite ({ev.suite!r} on {ds})") from None
     for a in exp.analyses:
-        if a.kind not in EXPERIMENT_ANALYSES:
+        if a.kind not in ANALYSES:
             raise UnknownNameError(
-                f"analysis.{a.kind}: unknown analysis {a.kind!r}; "
-                f"valid: {', '.join(EXPERIMENT_ANALYSES.names())}"
+                f"analysis.{a.kind}: unknown analysis {a.kind!r}; valid: {', '.join(ANALYSES.names())}"
             )
         try:
-            EXPERIMENT_ANALYSES.get(a.kind).validate(a.params)
+            ANALYSES.get(a.kind).validate(a.params)
         except EntrobustError as exc:
             raise _renamed(exc, f"analysis.{a.kind}") from None
     for i, t in enumerate(exp.report.tables):

@@ -731,6 +731,6 @@ def _evaluation(r: sqlite3.Row) -> EvalRecord:
 
 def _kind(stored: str) -> str:
     """An analysis kind as stored, under its current name (``landscape`` → ``input-surface``)."""
-    from entrobust.experiments.analyses import RENAMED_KINDS
+    from entrobust.diagnostics.analysis import stored_kind
 
-    return RENAMED_KINDS.get(stored, stored)
+    return stored_kind(stored)
