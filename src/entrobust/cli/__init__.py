@@ -20,6 +20,7 @@ from entrobust.errors import EntrobustError
 #: subcommand modules, in the order ``--help`` lists them
 COMMANDS: tuple[str, ...] = (
     "demo",
+    "reproduce",
     "train",
     "eval",
     "audit",
