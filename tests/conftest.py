@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # `entrobust run` / `demo` run in-process unless a test asks for workers (--workers / workers=)
@@ -43,3 +44,17 @@ def _one_torch_thread() -> Iterator[None]:
     yield
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of an untrained LeNet5 on 8×8 digits, trained without adversary: what the
+    command-line tests of ``audit`` / ``analyze`` / ``eval`` load."""
+    from entrobust.checkpoint import save_checkpoint
+    from entrobust.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("lenet5", dataset="digits", input_size=8)
+    stem = tmp_path_factory.mktemp("run") / "best"
+    save_checkpoint(stem, model, metadata={"recipe": {"method": {"adversary": {"kind": "none"}}}})
+    return stem

@@ -8,22 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from entrobust.checkpoint import save_checkpoint
 from entrobust.cli import main
 from entrobust.diagnostics._cli import default_threat, parse_floats
 from entrobust.errors import ConfigError
-from entrobust.models import create_model
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("lenet5", dataset="digits", input_size=8)
-    stem = tmp_path_factory.mktemp("run") / "best"
-    save_checkpoint(stem, model, metadata={"recipe": {"method": {"adversary": {"kind": "none"}}}})
-    return stem
 
 
 def test_audit_cli_writes_json_and_pngs(

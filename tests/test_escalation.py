@@ -268,18 +268,6 @@ def test_batched_steps_curve_equals_separate_pgd_runs(grid: tuple[int, ...]) -> 
 # ------------------------------------------------------------------------------------ the CLI
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from entrobust.checkpoint import save_checkpoint
-    from entrobust.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("lenet5", dataset="digits", input_size=8)
-    stem = tmp_path_factory.mktemp("run") / "best"
-    save_checkpoint(stem, model, metadata={"recipe": {"method": {"adversary": {"kind": "none"}}}})
-    return stem
-
-
 def test_audit_from_eval_reuses_the_saved_evaluation(
     ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
