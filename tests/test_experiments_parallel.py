@@ -219,3 +219,29 @@ def test_a_failed_training_stops_its_dependents(study: Path, tmp_path: Path) -> 
     assert store.run(r.ids[1 - pat]).status == "done"
     assert any(re.search(rf"eval:black-box:{pat}: not run, train:{pat} failed", m) for m in lines), lines
     assert any(re.search(rf"train:{pat} failed: ", m) for m in lines), lines
+
+
+def test_a_workers_warnings_become_lines_of_its_units_log(tmp_path: Path) -> None:
+    """A warning raised inside a worker's unit reaches the runner's log once, named by the unit,
+    instead of as raw text on the stderr that every worker shares."""
+    import warnings
+    from types import SimpleNamespace
+
+    from entrobust.experiments import runner as rmod
+
+    def run_unit(unit: object) -> None:
+        for _ in range(3):
+            warnings.warn("square: 2 point(s) never queried", RuntimeWarning, stacklevel=1)
+        log("trained")
+
+    log = rmod._WorkerLog(time.perf_counter(), live=False)
+    fake = SimpleNamespace(ws=tmp_path, exp=SimpleNamespace(name="x"), log=log, run_unit=run_unit)
+    saved = dict(rmod._WORKER)
+    rmod._WORKER.update(runner=fake)
+    try:
+        unit = SimpleNamespace(key="evaluate:aa:PAT")
+        _, lines = rmod._worker_run(fake.exp, tmp_path, {}, unit, False)  # type: ignore[arg-type]
+    finally:
+        rmod._WORKER.clear()
+        rmod._WORKER.update(saved)
+    assert lines == ["trained", "  evaluate:aa:PAT: RuntimeWarning: square: 2 point(s) never queried"]

@@ -32,6 +32,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1160,7 +1161,11 @@ def _worker_run(
     log = r.log
     assert isinstance(log, _WorkerLog)
     log.counts, log.lines = {}, []
-    r.run_unit(unit)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # each distinct warning once per unit, as in-process
+        r.run_unit(unit)
+    for note in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught):
+        log(f"  {unit.key}: {note}")  # a line of the unit's log, not raw text on the shared stderr
     return log.counts, log.lines
 
 
