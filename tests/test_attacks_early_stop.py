@@ -220,3 +220,19 @@ def test_autoattack_channels_last_changes_no_result(tiny: tuple[nn.Module, Tenso
     _, nchw = AutoAttack(threat, channels_last=False, **common).run(model, x, y)  # type: ignore[arg-type]
     _, nhwc = AutoAttack(threat, channels_last=True, **common).run(model, x, y)  # type: ignore[arg-type]
     assert torch.equal(nhwc.broken_by, nchw.broken_by)
+
+
+def test_autoattack_keeps_the_layout_of_a_model_that_needs_it() -> None:
+    """A model that ``view``s a 4-D weight fails in channels-last: AutoAttack then runs it as is."""
+
+    class Viewing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 2, 2, 2))
+
+        def forward(self, x: Tensor) -> Tensor:
+            return x.flatten(1) @ self.w.view(4, 8).t()
+
+    x, y = torch.rand(4, 2, 2, 2), torch.tensor([0, 1, 2, 3])
+    _, report = AutoAttack(ThreatModel("linf", 0.1), n_iter=3, n_queries=5).run(Viewing().eval(), x, y)
+    assert report.broken_by.shape == (4,)

@@ -233,6 +233,8 @@ class AutoAttack(Attack):
         if target is not None:
             raise ConfigError("AutoAttack is untargeted (APGD-T / FAB-T pick their own targets)")
         layout = x.device.type == "cpu" if self.channels_last is None else self.channels_last
+        if layout and self.channels_last is None:
+            layout = _runs_channels_last(model, x[:1])
         with channels_last_weights(model) if layout else contextlib.nullcontext():
             return self._cascade(model, x, y)
 
@@ -329,6 +331,17 @@ class AutoAttack(Attack):
     def _say(self, line: str) -> None:
         if self.log is not None:
             self.log(line)
+
+
+def _runs_channels_last(model: nn.Module, x: Tensor) -> bool:
+    """Whether ``model`` runs with channels-last weights: a model that reshapes a 4-D parameter
+    with ``view`` (which needs NCHW strides) raises there, and then keeps its own layout."""
+    try:
+        with channels_last_weights(model), torch.no_grad():
+            model(x)
+    except RuntimeError:
+        return False
+    return True
 
 
 RANDOMIZED_NOTE = (
