@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from entrobust.attacks.base import Attack, ModelMode, margin_of
+from entrobust.attacks.base import Attack, ModelMode
 from entrobust.attacks.losses import fp32
 from entrobust.attacks.registry import ATTACKS
 from entrobust.attacks.threat import ThreatModel, batch_view, flat_norm
@@ -149,12 +149,19 @@ class Square(Attack):
         return x_out
 
     # ---------------------------------------------------------------- internals
-    def _objective(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _objective(
+        self, model: nn.Module, x: Tensor, y: Tensor, label: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(margin, loss, ``label``): ``label`` is the one-hot mask of ``y`` (made here when not
+        given), so that the loop does not rebuild it for every query; the margin is
+        :func:`~entrobust.attacks.base.margin_of`'s, op for op."""
         logits = fp32(model(x))  # the accept / reject test compares float32 scores
-        margin = margin_of(logits, y)
+        if label is None:
+            label = F.one_hot(y, logits.shape[1]).bool()
+        margin = logits.gather(1, y[:, None]).squeeze(1) - logits.masked_fill(label, float("-inf")).amax(1)
         if self.loss == "margin":
-            return margin, margin
-        return margin, -F.cross_entropy(logits, y, reduction="none")
+            return margin, margin, label
+        return margin, -F.cross_entropy(logits, y, reduction="none"), label
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, gen: torch.Generator | None
@@ -175,11 +182,10 @@ class Square(Attack):
             x_best = (x + eps * signs).clamp(lo, hi)
         else:
             x_best = (x + eps * _normalize_l2(self._l2_init(x, gen))).clamp(lo, hi)
-        margin_best, loss_best = self._objective(model, x_best, y)
+        margin_best, loss_best, label = self._objective(model, x_best, y)
         out = x_best.clone()
         side = min(h, w)
-        ar_h = torch.arange(h, device=x.device)
-        ar_w = torch.arange(w, device=x.device)
+        tables: dict[int, tuple[Tensor, Tensor]] = {}  # side -> the windows at every offset
         live = torch.arange(n, device=x.device)  # rows of ``out`` still searched
         xs, ys, es, xb = x, y, eps, x_best
         # ℓ∞: a window is set to x ± ε, which only the box can clip (x_best is inside the ball)
@@ -191,7 +197,7 @@ class Square(Attack):
                 live = live[still]
                 if live.numel() == 0:
                     return out
-                xs, ys, es, xb = xs[still], ys[still], es[still], xb[still]
+                xs, ys, es, xb, label = xs[still], ys[still], es[still], xb[still], label[still]
                 margin_best, loss_best = margin_best[still], loss_best[still]
                 if linf:
                     x_minus, x_plus = x_minus[still], x_plus[still]
@@ -200,9 +206,10 @@ class Square(Attack):
             s = max(round(math.sqrt(p * h * w)), 1)  # Python round, as upstream
             if linf:
                 s = min(s, side)
+                if s not in tables:
+                    tables[s] = (_windows(h, s, x.device), _windows(w, s, x.device))
                 vh, vw = _rand_pos(m, h, s, gen, x), _rand_pos(m, w, s, gen, x)
-                in_r = (ar_h >= vh[:, None]) & (ar_h < (vh + s)[:, None])
-                in_c = (ar_w >= vw[:, None]) & (ar_w < (vw + s)[:, None])
+                in_r, in_c = tables[s][0][vh], tables[s][1][vw]
                 mask = (in_r[:, :, None] & in_c[:, None, :])[:, None]
                 minus = torch.rand((m, c, 1, 1), generator=gen, dtype=x.dtype).to(x.device) < 0.5
                 x_new = torch.where(mask, torch.where(minus, x_minus, x_plus), xb)
@@ -220,14 +227,14 @@ class Square(Attack):
                     rows = changed.nonzero().squeeze(1)
                     if rows.numel() == 0:
                         continue
-                    margin, loss = self._objective(model, x_new[rows], ys[rows])
+                    margin, loss, _ = self._objective(model, x_new[rows], ys[rows], label[rows])
                     improved = loss < loss_best[rows]
                     loss_best[rows] = torch.where(improved, loss, loss_best[rows])
                     accept = improved | (margin <= 0)
                     margin_best[rows] = torch.where(accept, margin, margin_best[rows])
                     xb[rows] = torch.where(batch_view(accept, x_new), x_new[rows], xb[rows])
                     continue
-            margin, loss = self._objective(model, x_new, ys)
+            margin, loss, _ = self._objective(model, x_new, ys, label)
             improved = loss < loss_best
             accept = improved | (margin <= 0)
             loss_best = torch.where(improved, loss, loss_best)
@@ -291,6 +298,13 @@ def _rand_sign(shape: tuple[int, ...], gen: torch.Generator | None, like: Tensor
 def _rand_pos(m: int, size: int, s: int, gen: torch.Generator | None, like: Tensor) -> Tensor:
     """Uniform offsets in {0, …, size − s} per example."""
     return torch.randint(0, size - s + 1, (m,), generator=gen).to(like.device)
+
+
+def _windows(size: int, s: int, device: torch.device) -> Tensor:
+    """Boolean ``(size − s + 1, size)``: row k marks the s positions of a window at offset k."""
+    pos = torch.arange(size, device=device)
+    start = pos[: size - s + 1, None]
+    return (pos >= start) & (pos < start + s)
 
 
 def _mask_at(vh: Tensor, vw: Tensor, h: int, w: int, s: int) -> Tensor:
