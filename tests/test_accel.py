@@ -407,3 +407,22 @@ def test_bf16_on_a_cpu_with_bf16_instructions_is_silent(monkeypatch: pytest.Monk
         warnings.simplefilter("error")
         with accel.autocast("cpu", "bf16"):
             pass
+
+
+def test_channels_last_weights_changes_only_the_layout_and_puts_the_tensors_back() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3), nn.Flatten())
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        ref = model(x)
+    before = [(p, p.data, p.stride(), p.detach().clone()) for p in model.parameters()]
+    with accel.channels_last_weights(model), torch.no_grad():
+        assert model[0].weight.stride() == (9, 1, 3, 1)  # restrided although it has 1 input channel
+        assert model[2].weight.is_contiguous(memory_format=torch.channels_last)
+        out = model(x)
+    assert torch.allclose(out, ref, atol=1e-6)
+    for p, data, stride, value in before:
+        assert p.data.data_ptr() == data.data_ptr() and p.stride() == stride and torch.equal(p, value)
+    with pytest.raises(RuntimeError), accel.channels_last_weights(model):
+        raise RuntimeError("boom")
+    assert all(p.stride() == stride for p, _, stride, _ in before)

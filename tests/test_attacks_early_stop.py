@@ -178,3 +178,61 @@ def test_square_skipping_unchanged_proposals_changes_nothing(
     assert _same(fast, ref)
     if norm == "linf":  # on ℓ∞ some windows already hold the proposed values
         assert rows["n"] < rows_plain
+
+
+@pytest.mark.parametrize("early_stop", [False, True])
+def test_apgd_t_batched_targets_are_the_sequential_runs_while_no_point_breaks(
+    tiny: tuple[nn.Module, Tensor, Tensor], early_stop: bool
+) -> None:
+    """The random starts are drawn in the same order, so the rows follow the loop's iterates."""
+    model, x, y = tiny
+    threat = ThreatModel("linf", 0.005)
+    kw: dict[str, object] = {"loss": "dlr-targeted", "n_iter": 15, "n_target_classes": 3, "seed": 3}
+    seq = APGD(threat, early_stop=early_stop, **kw)(model, x, y, return_info=True)  # type: ignore[arg-type]
+    bat = APGD(threat, early_stop=early_stop, batch_targets=True, **kw)(model, x, y, return_info=True)  # type: ignore[arg-type]
+    grouped = APGD(threat, batch_targets=True, max_rows=2 * x.shape[0], **kw)(model, x, y, return_info=True)  # type: ignore[arg-type]
+    assert not bool(seq.success.any())
+    assert _same(bat.x_adv, seq.x_adv) and _same(grouped.x_adv, seq.x_adv)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_t_batched_targets_stop_every_row_of_a_broken_point_only(
+    tiny: tuple[nn.Module, Tensor, Tensor], norm: str
+) -> None:
+    """With early stop a hit ends all rows of its point; the broken set is the one without it,
+    and the first target's rows are the loop's first run, so what it breaks stays broken."""
+    model, x, y = tiny
+    threat = ThreatModel(norm, _mixed_eps(norm, x.shape[0]))
+    kw: dict[str, object] = {"loss": "dlr-targeted", "n_iter": 15, "n_target_classes": 3, "seed": 3}
+    full = APGD(threat, batch_targets=True, **kw)(model, x, y, return_info=True)  # type: ignore[arg-type]
+    fast = APGD(threat, batch_targets=True, early_stop=True, **kw)(model, x, y, return_info=True)  # type: ignore[arg-type]
+    assert 0 < int(full.success.sum()) < x.shape[0]
+    assert torch.equal(fast.success, full.success)
+    assert _same(fast.x_adv[~full.success], full.x_adv[~full.success])
+    first = APGD(threat, **{**kw, "n_target_classes": 1})(model, x, y, return_info=True)  # type: ignore[arg-type]
+    assert bool(fast.success[first.success].all())
+
+
+def test_autoattack_channels_last_changes_no_result(tiny: tuple[nn.Module, Tensor, Tensor]) -> None:
+    model, x, y = tiny
+    threat = ThreatModel("linf", _mixed_eps("linf", x.shape[0]))
+    common: dict[str, object] = {"version": "standard", "n_iter": 10, "n_queries": 40, "n_target_classes": 3}
+    _, nchw = AutoAttack(threat, channels_last=False, **common).run(model, x, y)  # type: ignore[arg-type]
+    _, nhwc = AutoAttack(threat, channels_last=True, **common).run(model, x, y)  # type: ignore[arg-type]
+    assert torch.equal(nhwc.broken_by, nchw.broken_by)
+
+
+def test_autoattack_keeps_the_layout_of_a_model_that_needs_it() -> None:
+    """A model that ``view``s a 4-D weight fails in channels-last: AutoAttack then runs it as is."""
+
+    class Viewing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 2, 2, 2))
+
+        def forward(self, x: Tensor) -> Tensor:
+            return x.flatten(1) @ self.w.view(4, 8).t()
+
+    x, y = torch.rand(4, 2, 2, 2), torch.tensor([0, 1, 2, 3])
+    _, report = AutoAttack(ThreatModel("linf", 0.1), n_iter=3, n_queries=5).run(Viewing().eval(), x, y)
+    assert report.broken_by.shape == (4,)

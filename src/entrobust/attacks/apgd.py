@@ -113,6 +113,16 @@ class APGD(Attack):
             exactly the same iterates; a broken point returns its first adversarial iterate
             instead of the last. Ignored with ``eot_iter > 1`` (a hit on averaged logits of a
             randomized model is not final). Default False.
+        batch_targets: for ``dlr-targeted`` with one restart, run the target classes together
+            as one batch of (target, point) rows (in groups of at most ``max_rows`` rows) instead
+            of one run per target on the points still robust (``APGDAttack_targeted.perturb``).
+            Rows are independent and the random starts are drawn in the same order, so while no
+            point breaks this is the sequential loop row for row; a point broken by one target
+            stops its other rows (with ``early_stop``) and counts as broken, as in the loop,
+            where later targets skip it. Only the random starts of later targets differ once a
+            point breaks (the loop draws them for fewer points). Fewer, larger model calls:
+            AutoAttack turns it on. Default False.
+        max_rows: most rows per run when targets are batched.
 
     Example:
         >>> atk = APGD(ThreatModel("linf", 8 / 255), loss="ce")      # doctest: +SKIP
@@ -135,6 +145,8 @@ class APGD(Attack):
         seed: int | None = 0,
         eot_iter: int = 1,
         early_stop: bool = False,
+        batch_targets: bool = False,
+        max_rows: int = 4096,
     ) -> None:
         super().__init__(threat, model_mode=model_mode, seed=seed)
         if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
@@ -152,6 +164,10 @@ class APGD(Attack):
             raise ConfigError(f"APGD momentum must be in (0, 1], got {momentum}")
         if n_target_classes < 1:
             raise ConfigError(f"n_target_classes must be >= 1, got {n_target_classes}")
+        if max_rows < 1:
+            raise ConfigError(f"APGD max_rows must be >= 1, got {max_rows}")
+        self.batch_targets = batch_targets
+        self.max_rows = max_rows
         self.loss = loss
         self.early_stop = early_stop
         self.n_iter = n_iter
@@ -187,6 +203,8 @@ class APGD(Attack):
             ranks = list(range(2, min(self.n_target_classes, n_classes - 1) + 2))
         else:
             ranks = [0]
+        if self.batch_targets and self.restarts == 1 and len(ranks) > 1:
+            return self._batched_targets(model, x, y, clean, ranks, active, x_out, first, best_loss, gen)
         runs = 0
         for rank in ranks:
             for _ in range(self.restarts):
@@ -230,6 +248,74 @@ class APGD(Attack):
                 x_out[idx[keep]] = x_best[keep]
                 best_loss[idx[keep]] = loss_best[keep]
                 runs += 1
+        return x_out, first
+
+    def _batched_targets(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        clean: Tensor,
+        ranks: list[int],
+        active: Tensor,
+        x_out: Tensor,
+        first: Tensor,
+        best_loss: Tensor,
+        gen: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
+        """``apgd-t`` with one restart: the targets of ``ranks`` as one batch of (target, point)
+        rows, row j·m + i = point ``idx[i]`` toward its target of rank ``group[j]`` (in groups
+        of at most ``max_rows`` rows, each on the points still robust)."""
+        runs = 0
+        while ranks:
+            idx = active.nonzero().squeeze(1)
+            m = idx.numel()
+            if m == 0:
+                break
+            take = max(self.max_rows // m, 1)
+            group, ranks = ranks[:take], ranks[take:]
+            k = len(group)
+            rows = idx.repeat(k)
+            ys = y[rows]
+            tgt = torch.cat([ranked_targets(clean[idx], rank) for rank in group])
+            loss_fn, hit_fn = self._objective(ys, tgt, explicit=False)
+
+            def subset(
+                r: Tensor, ys: Tensor = ys, tgt: Tensor = tgt
+            ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+                return self._objective(ys[r], tgt[r], explicit=False)
+
+            early = self.early_stop and self.eot_iter == 1
+            x_best, hit, loss_best, x_hit, first_run = _apgd_run(
+                model,
+                x[rows],
+                loss_fn,
+                hit_fn,
+                self.threat.subset(rows),
+                n_iter=self.n_iter,
+                rho=self.rho,
+                momentum=self.momentum,
+                generator=gen,
+                check_zero_grad=True,
+                name=self.name,
+                eot_iter=self.eot_iter,
+                subset=subset if early else None,
+                point=torch.arange(m, device=x.device).repeat(k),
+            )
+            cols = torch.arange(m, device=x.device)
+            hits = hit.view(k, m)
+            broke = hits.any(0)
+            j = hits.to(torch.uint8).argmax(0)  # the lowest-rank target that broke the point
+            pick = (j * m + cols)[broke]
+            x_out[idx[broke]] = x_hit[pick]
+            first[idx[broke]] = first_run[pick] + (runs + j[broke]) * self.n_iter
+            active[idx[broke]] = False
+            # the others: the highest-loss iterate over the targets (the earliest on ties)
+            top, jl = loss_best.view(k, m).max(0)
+            keep = ~broke & (top > best_loss[idx])
+            x_out[idx[keep]] = x_best[(jl * m + cols)[keep]]
+            best_loss[idx[keep]] = top[keep]
+            runs += k
         return x_out, first
 
     def _objective(
@@ -276,6 +362,7 @@ def _apgd_run(
     name: str = "apgd",
     eot_iter: int = 1,
     subset: Callable[[Tensor], tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] | None = None,
+    point: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One APGD run (``attack_single_run`` of ``autopgd_base.py``) on a batch.
 
@@ -287,6 +374,9 @@ def _apgd_run(
     ``(loss_fn, hit_fn)``; when given, a row stops at its first hit (its ``x_hit`` is then the
     first hit iterate) and the run ends when every row is hit. Rows are independent, so the
     other rows' iterates do not change.
+
+    ``point`` (batched targets): the point id of each row. With ``subset``, a hit stops every
+    row of its point (the point is broken); the zero-gradient warning counts points, not rows.
     """
     n = x.shape[0]
     x_full, threat_full = x, threat
@@ -298,7 +388,8 @@ def _apgd_run(
     x_adv = _random_start(x, threat, generator)
     logits, loss, grad = evaluate(x_adv)
     if check_zero_grad:
-        zero = int((grad.flatten(1).abs().sum(1) == 0).sum())
+        flat = grad.flatten(1).abs().sum(1) == 0
+        zero = int(flat.sum()) if point is None else int(point[flat].unique().numel())
         if zero:
             warnings.warn(
                 f"{name}: {zero} point(s) have a zero gradient at the start; gradient-based "
@@ -349,8 +440,14 @@ def _apgd_run(
             reduced_at_check[keep],
         )
 
+    def stopped(now: Tensor) -> Tensor:
+        """Rows to keep after the hits ``now`` of the live rows (all rows of a hit point)."""
+        if point is None:
+            return ~now
+        return ~torch.isin(point[live], point[live[now]])
+
     if subset is not None and bool(hit.any()):
-        compact(~hit)
+        compact(stopped(hit))
     for i in range(n_iter):
         if live.numel() == 0:
             break
@@ -389,7 +486,7 @@ def _apgd_run(
                     x_adv[reduce] = x_best[reduce]
                     grad[reduce] = grad_best[reduce]
             if subset is not None and bool(now.any()):
-                compact(~now)
+                compact(stopped(now))
     if x_best is not x_best_all:
         x_best_all[live] = x_best
         loss_best_all[live] = loss_best

@@ -11,6 +11,7 @@ earlier attack failed on, and the first adversarial example found for a point is
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from entrobust.accel import channels_last_weights
 from entrobust.attacks.apgd import APGD
 from entrobust.attacks.base import Attack, ModelMode, frozen
 from entrobust.attacks.engine import accuracy_over_draws
@@ -121,6 +123,10 @@ class AutoAttack(Attack):
         draws: forwards per robustness decision (default: 20 for ``rand``, else 1); with more
             than one, a point is robust when a strict majority of draws classify it correctly and
             the report also gives the expected accuracy.
+        channels_last: run the cascade with the model's 4-D weights in channels-last memory
+            format (:func:`~entrobust.accel.channels_last_weights`; restored after). Only the
+            layout changes, not a value or a budget; on a CPU the forwards of convolutional
+            models are ≈ 30 % cheaper. ``None`` (default): on CPU inputs only.
 
     Example:
         >>> aa = AutoAttack(ThreatModel("linf", 8 / 255), version="standard", log=print)  # doctest: +SKIP
@@ -147,6 +153,7 @@ class AutoAttack(Attack):
         model_mode: ModelMode = "eval",
         eot_iter: int | None = None,
         draws: int | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__(threat, model_mode=model_mode, seed=seed)
         if version not in (*VERSIONS, "custom"):
@@ -184,6 +191,7 @@ class AutoAttack(Attack):
         self.attack_kwargs = {k: dict(v) for k, v in (attack_kwargs or {}).items()}
         self.batch_size = batch_size
         self.log = log
+        self.channels_last = channels_last
         self.last_report: AutoAttackReport | None = None
         for name in names:  # validate every component's arguments now, not mid-evaluation
             self.component(name, threat)
@@ -202,6 +210,8 @@ class AutoAttack(Attack):
             kw = {"loss": loss, "n_iter": self.n_iter, "restarts": restarts, "rho": 0.75}
             kw["n_target_classes"] = self.n_target_classes
             kw["eot_iter"] = self.eot_iter
+            if name == "apgd-t":  # the targets as one batch of rows (same runs, fewer calls)
+                kw["batch_targets"] = True
             kw.update(common)
             kw.update(stop)
             kw.update(self.attack_kwargs.get(name, {}))
@@ -222,6 +232,13 @@ class AutoAttack(Attack):
     def _search(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         if target is not None:
             raise ConfigError("AutoAttack is untargeted (APGD-T / FAB-T pick their own targets)")
+        layout = x.device.type == "cpu" if self.channels_last is None else self.channels_last
+        if layout and self.channels_last is None:
+            layout = _runs_channels_last(model, x[:1])
+        with channels_last_weights(model) if layout else contextlib.nullcontext():
+            return self._cascade(model, x, y)
+
+    def _cascade(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         n = x.shape[0]
         notes: list[str] = []
         with torch.no_grad():
@@ -314,6 +331,17 @@ class AutoAttack(Attack):
     def _say(self, line: str) -> None:
         if self.log is not None:
             self.log(line)
+
+
+def _runs_channels_last(model: nn.Module, x: Tensor) -> bool:
+    """Whether ``model`` runs with channels-last weights: a model that reshapes a 4-D parameter
+    with ``view`` (which needs NCHW strides) raises there, and then keeps its own layout."""
+    try:
+        with channels_last_weights(model), torch.no_grad():
+            model(x)
+    except RuntimeError:
+        return False
+    return True
 
 
 RANDOMIZED_NOTE = (

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from entrobust.attacks.base import Attack, ModelMode, margin_of
+from entrobust.attacks.base import Attack, ModelMode
 from entrobust.attacks.losses import fp32
 from entrobust.attacks.registry import ATTACKS
 from entrobust.attacks.threat import ThreatModel, batch_view, flat_norm
@@ -149,76 +149,99 @@ class Square(Attack):
         return x_out
 
     # ---------------------------------------------------------------- internals
-    def _objective(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _objective(
+        self, model: nn.Module, x: Tensor, y: Tensor, label: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(margin, loss, ``label``): ``label`` is the one-hot mask of ``y`` (made here when not
+        given), so that the loop does not rebuild it for every query; the margin is
+        :func:`~entrobust.attacks.base.margin_of`'s, op for op."""
         logits = fp32(model(x))  # the accept / reject test compares float32 scores
-        margin = margin_of(logits, y)
+        if label is None:
+            label = F.one_hot(y, logits.shape[1]).bool()
+        margin = logits.gather(1, y[:, None]).squeeze(1) - logits.masked_fill(label, float("-inf")).amax(1)
         if self.loss == "margin":
-            return margin, margin
-        return margin, -F.cross_entropy(logits, y, reduction="none")
+            return margin, margin, label
+        return margin, -F.cross_entropy(logits, y, reduction="none"), label
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, gen: torch.Generator | None
     ) -> Tensor:
-        """One restart (``square.py: attack_single_run``) on points that are all still robust."""
+        """One restart (``square.py: attack_single_run``) on points that are all still robust.
+
+        The search state is kept for the points still searched only (rows leave, written back to
+        the result, when they break), so an iteration indexes nothing; on ℓ∞ the two values a
+        window can take, clip(x ± ε), are computed once. The random draws, their order and every
+        accepted point are those of the plain loop.
+        """
         n, c, h, w = x.shape
         eps = threat.eps_for(x)
         lo, hi = threat.lower, threat.upper
-        if threat.norm == "linf":
+        linf = threat.norm == "linf"
+        if linf:
             signs = _rand_sign((n, c, 1, w), gen, x)
             x_best = (x + eps * signs).clamp(lo, hi)
         else:
             x_best = (x + eps * _normalize_l2(self._l2_init(x, gen))).clamp(lo, hi)
-        margin_best, loss_best = self._objective(model, x_best, y)
+        margin_best, loss_best, label = self._objective(model, x_best, y)
+        out = x_best.clone()
         side = min(h, w)
-        todo = torch.arange(n, device=x.device)
+        tables: dict[int, tuple[Tensor, Tensor]] = {}  # side -> the windows at every offset
+        live = torch.arange(n, device=x.device)  # rows of ``out`` still searched
+        xs, ys, es, xb = x, y, eps, x_best
+        # ℓ∞: a window is set to x ± ε, which only the box can clip (x_best is inside the ball)
+        x_minus, x_plus = ((x - eps).clamp(lo, hi), (x + eps).clamp(lo, hi)) if linf else (x, x)
         for it in range(self.n_queries):
-            still = margin_best[todo] > 0  # broken points leave for good: re-index only then
+            still = margin_best > 0  # broken points leave for good: compact only then
             if not bool(still.all()):
-                todo = todo[still]
-            if todo.numel() == 0:
-                break
-            m = todo.numel()
-            full = m == n
-            xc, xb, yc = (x, x_best, y) if full else (x[todo], x_best[todo], y[todo])
-            ec = eps if full else eps[todo]
+                out[live] = xb
+                live = live[still]
+                if live.numel() == 0:
+                    return out
+                xs, ys, es, xb, label = xs[still], ys[still], es[still], xb[still], label[still]
+                margin_best, loss_best = margin_best[still], loss_best[still]
+                if linf:
+                    x_minus, x_plus = x_minus[still], x_plus[still]
+            m = live.numel()
             p = square_p(it, self.p_init, self.n_queries, self.rescale_schedule)
             s = max(round(math.sqrt(p * h * w)), 1)  # Python round, as upstream
-            if threat.norm == "linf":
+            if linf:
                 s = min(s, side)
-                mask = _window_mask(m, h, w, s, gen, x)
-                # x ± ε is on the ε-ball's boundary and x_best inside it: only the box can clip
-                vals = (xc + ec * _rand_sign((m, c, 1, 1), gen, x)).clamp(lo, hi)
-                x_new = torch.where(mask, vals, xb)
+                if s not in tables:
+                    tables[s] = (_windows(h, s, x.device), _windows(w, s, x.device))
+                vh, vw = _rand_pos(m, h, s, gen, x), _rand_pos(m, w, s, gen, x)
+                in_r, in_c = tables[s][0][vh], tables[s][1][vw]
+                mask = (in_r[:, :, None] & in_c[:, None, :])[:, None]
+                minus = torch.rand((m, c, 1, 1), generator=gen, dtype=x.dtype).to(x.device) < 0.5
+                x_new = torch.where(mask, torch.where(minus, x_minus, x_plus), xb)
             else:
                 s = max(s, 3)
                 if s % 2 == 0:
                     s += 1
                 s = min(s, side)
-                x_new = self._l2_proposal(xc, xb, ec, s, gen)
-                x_new = x_new.clamp(lo, hi)
-            rows = todo
+                x_new = self._l2_proposal(xs, xb, es, s, gen).clamp(lo, hi)
             if self._skip_unchanged:
                 # a proposal equal to the current best (its window already held those values,
                 # or the box clipped the change away) has the best's loss: no query needed
                 changed = x_new.ne(xb).flatten(1).any(1)
                 if not bool(changed.all()):
-                    rows, x_new, yc, full = todo[changed], x_new[changed], yc[changed], False
+                    rows = changed.nonzero().squeeze(1)
                     if rows.numel() == 0:
                         continue
-            margin, loss = self._objective(model, x_new, yc)
-            if full:
-                improved = loss < loss_best
-                accept = improved | (margin <= 0)
-                loss_best = torch.where(improved, loss, loss_best)
-                margin_best = torch.where(accept, margin, margin_best)
-                x_best = torch.where(batch_view(accept, x_new), x_new, x_best)
-                continue
-            improved = loss < loss_best[rows]
-            loss_best[rows] = torch.where(improved, loss, loss_best[rows])
+                    margin, loss, _ = self._objective(model, x_new[rows], ys[rows], label[rows])
+                    improved = loss < loss_best[rows]
+                    loss_best[rows] = torch.where(improved, loss, loss_best[rows])
+                    accept = improved | (margin <= 0)
+                    margin_best[rows] = torch.where(accept, margin, margin_best[rows])
+                    xb[rows] = torch.where(batch_view(accept, x_new), x_new[rows], xb[rows])
+                    continue
+            margin, loss, _ = self._objective(model, x_new, ys, label)
+            improved = loss < loss_best
             accept = improved | (margin <= 0)
-            margin_best[rows] = torch.where(accept, margin, margin_best[rows])
-            x_best[rows] = torch.where(batch_view(accept, x_new), x_new, x_best[rows])
-        return x_best
+            loss_best = torch.where(improved, loss, loss_best)
+            margin_best = torch.where(accept, margin, margin_best)
+            xb = torch.where(batch_view(accept, x_new), x_new, xb)
+        out[live] = xb
+        return out
 
     def _l2_init(self, x: Tensor, gen: torch.Generator | None) -> Tensor:
         """Grid of ``square_eta`` tiles (side h // 5, centred), each with a random orientation and
@@ -277,6 +300,13 @@ def _rand_pos(m: int, size: int, s: int, gen: torch.Generator | None, like: Tens
     return torch.randint(0, size - s + 1, (m,), generator=gen).to(like.device)
 
 
+def _windows(size: int, s: int, device: torch.device) -> Tensor:
+    """Boolean ``(size − s + 1, size)``: row k marks the s positions of a window at offset k."""
+    pos = torch.arange(size, device=device)
+    start = pos[: size - s + 1, None]
+    return (pos >= start) & (pos < start + s)
+
+
 def _mask_at(vh: Tensor, vw: Tensor, h: int, w: int, s: int) -> Tensor:
     """Boolean ``(m, 1, h, w)`` mask of the s×s windows with top-left corners ``(vh, vw)``."""
     rows = torch.arange(h, device=vh.device)[None, :]
@@ -284,10 +314,6 @@ def _mask_at(vh: Tensor, vw: Tensor, h: int, w: int, s: int) -> Tensor:
     in_r = (rows >= vh[:, None]) & (rows < vh[:, None] + s)
     in_c = (cols >= vw[:, None]) & (cols < vw[:, None] + s)
     return (in_r[:, :, None] & in_c[:, None, :])[:, None]
-
-
-def _window_mask(m: int, h: int, w: int, s: int, gen: torch.Generator | None, like: Tensor) -> Tensor:
-    return _mask_at(_rand_pos(m, h, s, gen, like), _rand_pos(m, w, s, gen, like), h, w, s)
 
 
 def _index(vh: Tensor, vw: Tensor, s: int) -> tuple[Tensor, Tensor, Tensor]:
