@@ -245,3 +245,33 @@ def test_a_workers_warnings_become_lines_of_its_units_log(tmp_path: Path) -> Non
         rmod._WORKER.clear()
         rmod._WORKER.update(saved)
     assert lines == ["trained", "  evaluate:aa:PAT: RuntimeWarning: square: 2 point(s) never queried"]
+
+
+def test_a_run_trained_channels_last_is_evaluated_channels_last(tmp_path: Path) -> None:
+    """``accel.channels_last`` (the demo sets it) holds for the run's evaluations too: the runner
+    loads its checkpoint with 4-D weights in channels-last format; a run without it keeps NCHW."""
+    import torch
+
+    from entrobust.experiments.spec import experiment_from_dict
+
+    exp = experiment_from_dict(
+        {
+            "name": "cl",
+            "datasets": ["digits"],
+            "models": ["lenet5"],
+            "overrides": {"epochs": 1, "max_train_examples": 64},
+            "defense": [
+                {"preset": "ru/normal", "label": "NHWC", "overrides": {"accel.channels_last": True}},
+                {"preset": "ru/normal", "label": "NCHW"},
+            ],
+        }
+    )
+    run_experiment(exp, tmp_path, log=Progress(None), stages=("train",), report=False)
+    r = _Runner(exp, tmp_path, Progress(None), progress=False)
+    r.register()
+    formats = {}
+    for k, pr in enumerate(r.plan):
+        weights = [p for p in r.model(k).parameters() if p.dim() == 4 and p.shape[1] > 1]
+        assert weights
+        formats[pr.label] = {p.is_contiguous(memory_format=torch.channels_last) for p in weights}
+    assert formats == {"NHWC": {True}, "NCHW": {False}}

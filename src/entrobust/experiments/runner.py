@@ -509,7 +509,12 @@ class _Runner:
             path = _checkpoint_path(self.run_dir(rid), which)
             if not path.exists():
                 raise ConfigError(f"run {rid} ({_describe(self.plan[k])}) has no checkpoint at {path}")
-            self._models[key] = _load_model(path, self.exp.device)
+            model = _load_model(path, self.exp.device)
+            if self.plan[k].config.accel.channels_last:  # evaluated in the layout it trained in
+                import torch
+
+                model.to(memory_format=torch.channels_last)
+            self._models[key] = model
         return self._models[key]
 
     def find(self, label: str, like: PlannedRun, *, exclude: int | None = None) -> int | None:
