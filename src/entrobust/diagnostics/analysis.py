@@ -94,12 +94,11 @@ class AnalysisContext:
     pictures: bool = False
     files: list[Path] = field(default_factory=list)
 
-    def need_model(self, what: str) -> tuple[Any, Any, Any]:
-        """``(model, x, y)`` of the test data, or a clear error naming the analysis."""
+    def need_model(self, what: str) -> Any:
+        """The model, or a clear error naming the analysis when it has no model or no data."""
         if self.model is None or self.test is None:
             raise ConfigError(f"analysis {what!r} needs a model and data")
-        x, y = _xy(self.test)
-        return self.model, x, y
+        return self.model
 
     def picture(self, name: str) -> Path | None:
         """Where to write picture ``name``, or None when no pictures are wanted."""
@@ -387,10 +386,10 @@ _register(
 
 
 # ------------------------------------------------------------------------------------ geometry
-def _geometry_result(ctx: AnalysisContext, p: dict[str, Any], **acc: Any) -> Any:
+def _geometry_result(ctx: AnalysisContext, p: dict[str, Any], what: str, **acc: Any) -> Any:
     from entrobust.diagnostics import analyze_geometry
 
-    model, _, _ = ctx.need_model("geometry")
+    model = ctx.need_model(what)
     x, y = _subset(ctx.test, p["n"], ctx.seed)
     return analyze_geometry(model, x, y, batch_size=p["batch_size"], seed=ctx.seed, **acc)
 
@@ -402,6 +401,7 @@ def _geometry(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     res = _geometry_result(
         ctx,
         p,
+        "geometry",
         jacobian=True,
         adversary=default_l2_adversary(p["adv_eps"], p["adv_steps"]) if p["adv_steps"] > 0 else None,
         distortion=default_minimal_l2(p["distortion"]) if p["distortion"] else None,
@@ -459,7 +459,7 @@ _register(
 
 
 def _margin(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
-    res = _geometry_result(ctx, p, jacobian=False)
+    res = _geometry_result(ctx, p, "margin", jacobian=False)
     return {
         "n": res.n,
         "clean_accuracy": res.clean_accuracy,
@@ -486,7 +486,7 @@ _register(
 
 
 def _jacobian(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
-    res = _geometry_result(ctx, p, jacobian=True, power_iters=p["power_iters"])
+    res = _geometry_result(ctx, p, "jacobian", jacobian=True, power_iters=p["power_iters"])
     out: dict[str, Any] = _finite(res.to_dict())
     out.pop("examples", None)
     out["summary"] = (
@@ -513,7 +513,7 @@ def _histograms(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     from entrobust.diagnostics.plots import plot_histograms
 
     res = _geometry_result(
-        ctx, p, jacobian=False, adversary=default_l2_adversary(p["adv_eps"], p["adv_steps"])
+        ctx, p, "histograms", jacobian=False, adversary=default_l2_adversary(p["adv_eps"], p["adv_steps"])
     )
     if path := ctx.picture("histograms.png"):
         plot_histograms({"model": res}, path)
@@ -584,7 +584,7 @@ _register(
 def _input_surface(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     from entrobust.diagnostics import input_surface, plot_input_surfaces
 
-    model, _, _ = ctx.need_model("input-surface")
+    model = ctx.need_model("input-surface")
     x, y = _subset(ctx.test, max(1, p["examples"]), ctx.seed)
     surfaces = {
         f"example {i} (label {int(y[i])})": input_surface(
@@ -630,7 +630,7 @@ def _weight_landscape(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]
     from entrobust.diagnostics import parameter_landscape, plot_parameter_landscape
     from entrobust.diagnostics._cli import default_threat
 
-    model, _, _ = ctx.need_model("weight-landscape")
+    model = ctx.need_model("weight-landscape")
     x, y = _subset(ctx.test, p["n"], ctx.seed)
     attack = None
     if p["adversarial"]:
@@ -673,7 +673,7 @@ _register(
 def _boundary(ctx: AnalysisContext, p: dict[str, Any]) -> dict[str, Any]:
     from entrobust.diagnostics import decision_boundary, plot_boundary
 
-    model, _, _ = ctx.need_model("boundary")
+    model = ctx.need_model("boundary")
     x, y = _subset(ctx.test, p["n"], ctx.seed)
     classes = p["classes"]
     if classes is None:
