@@ -33,8 +33,24 @@ from pathlib import Path
 
 #: wall-time budgets on an idle 2-core CPU: the ``cpu`` demo (five minutes), the reproduction (an hour)
 BUDGETS_S: dict[str, float] = {"cpu": 300.0, "reproduce": 3600.0}
-_STAGE = re.compile(r"^\[\s*(\d+\.\d)s\] == (\w+) ==")
+#: a stage line of the runner: ``== train ==`` with one worker, ``== train, evaluate, analyse (97 units,
+#: 2 worker processes × 1 thread(s)) ==`` with several (the three stages then run as one pool of units)
+_STAGE = re.compile(r"^\[\s*(\d+\.\d)s\] == ([\w, ]+?)(?: \(.*\))? ==")
 _DONE = re.compile(r"^\[\s*(\d+\.\d)s\] (?:demo|reproduction) finished")
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else the platform's processor string), so
+    that a figure is never quoted without the machine it was measured on."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _children_cpu() -> float:
@@ -105,11 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     cpu = _children_cpu() - cpu0
     load1 = os.getloadavg()
 
-    order = [s for s in ("train", "evaluate", "analyse", "report") if s in stages]
+    order = list(stages)  # in the order the demo printed them (a dict keeps insertion order)
     ends = [stages[s] for s in order[1:]] + [finished if finished is not None else wall]
     per_stage = {s: round(end - stages[s], 1) for s, end in zip(order, ends, strict=True)}
     print("\n=== bench_demo")
     print(f"scale {scale}, threads {args.threads}, {os.cpu_count()} CPU(s), exit status {rc}")
+    kernels = os.environ.get("ATEN_CPU_CAPABILITY") or "unforced (the best this CPU has)"
+    print(f"CPU         {_cpu_name()}; torch kernels {kernels}")
     limit = BUDGETS_S.get(scale)
     verdict = "within" if limit is not None and wall <= limit else "OVER"
     budget = f"; budget {limit / 60:.0f} min: {verdict}" if limit is not None else ""
@@ -117,12 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU time    {cpu:7.1f} s  (user + system of the demo process)")
     print(f"load avg    {load0[0]:.2f} before, {load1[0]:.2f} after (1-minute)")
     for s in order:
-        print(f"  {s:<9} {per_stage[s]:7.1f} s")
+        print(f"  {s:<24} {per_stage[s]:7.1f} s")
     result = {
         "scale": scale,
         "threads": args.threads,
         "workers": args.workers,
         "cpus": os.cpu_count(),
+        "cpu_name": _cpu_name(),
+        "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"),
         "exit_status": rc,
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
