@@ -167,6 +167,37 @@ def test_run_adaptive_escalates_a_flagged_model_and_reports_the_lower_worst_case
     assert all(r.unit_is_done(u) for u in r.units(("analyse",), adaptive=True))
 
 
+def test_a_stored_escalation_made_under_other_rules_is_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage hash covers the rows the evidence chose, not only the evidence: when the rules
+    choose other rows for the same audit, the stored escalation is stale and runs again."""
+    import dataclasses
+
+    from entrobust.evaluation import adaptive
+
+    out = io.StringIO()
+    r = runner(tmp_path, Scaled(), out)
+    r.evaluate_one(r.exp.evaluations[0], 0, "1/1")
+    r.analyse_run(r.exp.analyses[0], 0, "1/1")
+    (unit,) = [u for u in r.units(("analyse",), adaptive=True) if u.key == "adaptive:0"]
+    r.escalate_one(0)
+    assert r.unit_is_done(unit)
+    rules = adaptive.escalation
+
+    def fewer_rows(*args: object, **kwargs: object) -> adaptive.Escalation:
+        esc = rules(*args, **kwargs)  # type: ignore[arg-type]
+        return dataclasses.replace(esc, rows=esc.rows[:1])
+
+    monkeypatch.setattr(adaptive, "escalation", fewer_rows)
+    assert not r.unit_is_done(unit)
+    r.escalate_one(0)
+    assert out.getvalue().count("adaptive worst case") == 2
+    (stored,) = [e for e in r.store.evaluations(r.ids[0]) if e.spec.get("adaptive") and e.row == "worst-case"]
+    assert len(stored.spec["adaptive"]["added"]) == 1
+    assert r.unit_is_done(unit)
+
+
 def test_run_adaptive_leaves_a_model_whose_audit_passed_alone(tmp_path: Path) -> None:
     out = io.StringIO()
     r = runner(tmp_path, Scaled(1.0), out)  # the honest linear model: CE-PGD works

@@ -822,13 +822,18 @@ class _Runner:
                 out += [k for k in self.analysis_targets(a) if k not in out]
         return out
 
-    def _escalation_inputs(self, k: int) -> tuple[dict[str, Any] | None, Any, int | None, str]:
+    def _escalation_inputs(self, k: int) -> tuple[dict[str, Any] | None, Any, int | None, Any, str]:
         """Run ``k``'s stored audit when it warned or failed (else None), the stored worst-case row
         the escalation continues (the lowest at the audit's ε, with per-example outcomes), the
-        surrogate run and the stage hash (changes with any of them)."""
+        surrogate run, the escalation (:func:`entrobust.evaluation.adaptive.escalation`: the rows
+        the evidence calls for) and the stage hash. The hash covers the rows chosen, not only the
+        evidence, so a stored escalation made under other rules is rerun rather than reused."""
         audit = self.store.analysis(self.ids[k], "audit")
         if not audit or audit.get("status") not in ("warn", "fail"):
-            return None, None, None, ""
+            return None, None, None, None, ""
+        from entrobust.diagnostics._util import as_xy
+        from entrobust.evaluation.adaptive import escalation, nondifferentiable_modules
+
         th = audit.get("threat") or {}
         norm, eps = str(th.get("norm", "linf")), float(th.get("eps", 0.0))
         rows = [
@@ -838,12 +843,22 @@ class _Runner:
         ]
         base = min(rows, key=lambda e: (e.robust_acc, -e.n, e.id)) if rows else None
         sur = self.normal_for(k)
+        pr = self.plan[k]
+        x_all, _ = as_xy(self.dataset(pr.dataset, "test", pr.config.data_root))
+        esc = escalation(
+            audit,
+            stochastic=bool((audit.get("settings") or {}).get("stochastic", False)),
+            surrogate=sur is not None,
+            nondifferentiable=nondifferentiable_modules(self.model(k), x_all[:8].float()),
+        )
         key = {
             "audit": config_hash({"checks": audit.get("checks"), "threat": th}),
             "base": None if base is None else [base.id, round(float(base.robust_acc), 9), base.n],
             "surrogate": self.ids[sur] if sur is not None else None,
+            "rows": list(esc.rows),
+            "transfer": bool(esc.transfer and sur is not None),
         }
-        return audit, base, sur, config_hash(key)
+        return audit, base, sur, esc, config_hash(key)
 
     def escalate_one(self, k: int) -> None:
         """``--adaptive``: after run ``k``'s audit warned or failed, evaluate the rows its evidence
@@ -854,12 +869,11 @@ class _Runner:
         import torch
 
         from entrobust.evaluation import evaluate, get_suite
-        from entrobust.evaluation.adaptive import escalation, nondifferentiable_modules
         from entrobust.evaluation.suites import concat
 
         pr, rid = self.plan[k], self.ids[k]
         stage = "eval:adaptive"
-        audit, base, sur, h = self._escalation_inputs(k)
+        audit, base, sur, esc, h = self._escalation_inputs(k)
         if audit is None:
             self.log(f"adaptive {_describe(pr)}: the audit passed (or is missing), nothing to escalate")
             return
@@ -874,13 +888,6 @@ class _Runner:
         from entrobust.diagnostics._util import as_xy
 
         x_all, y_all = as_xy(test)
-        stochastic = bool((audit.get("settings") or {}).get("stochastic", False))
-        esc = escalation(
-            audit,
-            stochastic=stochastic,
-            surrogate=sur is not None,
-            nondifferentiable=nondifferentiable_modules(model, x_all[:8].float()),
-        )
         suite: Any = get_suite(",".join(esc.rows), pr.dataset)
         if esc.transfer and sur is not None:
             black_box = _transfer_suite("pgd:steps=20", pr.dataset, self.model(sur), self.ids[sur])
@@ -1050,7 +1057,7 @@ class _Runner:
             h = config_hash({"evaluation": ev.key(), "surrogate": self.ids[sur] if sur is not None else None})
             return bool(self.store.stage_done(self.ids[k], f"eval:{ev.name}", h))
         if unit.kind == "escalate":
-            audit, _, _, h = self._escalation_inputs(unit.args[0])
+            audit, _, _, _, h = self._escalation_inputs(unit.args[0])
             return audit is None or bool(self.store.stage_done(self.ids[unit.args[0]], "eval:adaptive", h))
         a = self.exp.analyses[unit.args[0]]
         _, _, spec_hash = self._analysis_hash(a)
