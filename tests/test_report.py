@@ -169,6 +169,34 @@ def test_tables_leave_out_rows_and_columns_that_never_ran_and_name_them(study: S
     assert "PGD10-32" not in note.split("columns")[0]  # a row that ran is not named
 
 
+def test_a_proxy_with_one_run_says_why_its_black_box_cells_are_empty(study: Store) -> None:
+    """RU crafts black-box examples on Normal / PAT (§5.1); their own black-box cells need another
+    run of the same recipe. With one seed the cell says so (and a note explains it); with two,
+    a missing cell is plainly "not run"."""
+    from entrobust.report.tables import RU_NO_PROXY
+
+    full = ResultSet.from_store(study, experiment="hand")
+    one = ResultSet.from_store(study, run_ids=[r.id for r in full.runs if r.seed == 0])
+    for rs, text in ((one, RU_NO_PROXY), (full, "not run")):
+        (t,) = TABLES.get("ru-table1").build(rs)
+        black = next(r for r in t.rows if t.label(r) == "PGD10-32" and t.row_settings[r] == "black-box")
+        assert t.cell(black, "Normal").text() == text and t.cell(black, "PAT").text() == text
+        assert t.cell(black, "EntM").values == [0.5]
+        assert any(n.startswith(f"'{RU_NO_PROXY}'") for n in t.notes) == (text == RU_NO_PROXY)
+        assert t.cell(black, "Normal").to_dict().get("absent") == (RU_NO_PROXY if rs is one else None)
+
+
+def test_prune_names_a_row_shown_twice_with_its_setting() -> None:
+    from entrobust.report.results import Cell
+    from entrobust.report.tables import Table
+
+    t = Table("t", "T", "src", ["w", "b", "w2"], ["x"])
+    t.row_labels = {"b": "PGD", "w": "PGD", "w2": "FGSM"}
+    t.row_settings = {"w": "white-box", "b": "black-box", "w2": "white-box"}
+    t.cells[("w2", "x")] = Cell(values=[0.5], percent=True)
+    assert t.prune() == (["white-box PGD", "black-box PGD"], [])
+
+
 def test_prune_drops_an_emptied_group_and_keeps_a_full_table_whole() -> None:
     from entrobust.report.results import Cell
     from entrobust.report.tables import Table

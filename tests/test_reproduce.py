@@ -85,3 +85,18 @@ def test_reproduce_dry_run_and_bad_papers(capsys: pytest.CaptureFixture[str]) ->
     assert main(["reproduce", "--dry-run", "--papers", "ru,nope"]) == 2
     with pytest.raises(ConfigError, match="not in"):
         reproduction_experiments(folder=ROOT / "no-such-folder-xyz")
+
+
+def test_every_ru_column_has_a_proxy_for_its_black_box_cells(exps: dict, tmp_path: Path) -> None:
+    """RU Table 9 fills the black-box rows of Normal and PAT too (RU §5.1: a proxy trained on the
+    same data): every run of every RU defense has a surrogate run other than itself."""
+    from entrobust.experiments.runner import _Runner
+
+    r = _Runner(exps["ru"], tmp_path, lambda *_: None, progress=False)
+    (black,) = [ev for ev in exps["ru"].evaluations if ev.transfer]
+    missing = [
+        (pr.label, pr.seed)
+        for k, pr in enumerate(r.plan)
+        if (s := r.surrogate_for(k, black.surrogate)) is None or s == k
+    ]
+    assert not missing, f"no proxy to transfer from for {missing}"

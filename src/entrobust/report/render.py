@@ -298,7 +298,7 @@ def _anchor(t: Table) -> str:
 def _cell_html(t: Table, row: str, col: str) -> str:
     c = t.cell(row, col)
     if c.empty:
-        return _tag("td", "not run", cls="empty")
+        return _tag("td", _e(c.text()), cls="empty")
     values = ", ".join(f"{100 * v:.2f}" if c.percent else f"{v:.4g}" for v in c.values)
     n = f" (n = {', '.join(str(k) for k in c.n)})" if c.percent and c.n else ""
     tip = f"{t.label(row)} / {col}: {values}{n} — sources: {', '.join(c.sources)}"

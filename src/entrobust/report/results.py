@@ -110,6 +110,8 @@ class Cell:
     note: str = ""
     percent: bool = True
     eps: list[float] = field(default_factory=list)  # the ε of each value's row (accuracy cells)
+    #: why an empty cell has no number when it is not simply "not run" (e.g. no proxy to transfer from)
+    absent: str = ""
 
     @property
     def empty(self) -> bool:
@@ -136,7 +138,7 @@ class Cell:
 
     def text(self, digits: int = 1) -> str:
         if self.empty:
-            return "not run"
+            return self.absent or "not run"
         scale = 100.0 if self.percent else 1.0
         d = digits if self.percent else max(digits, 4)
         s = f"{scale * self.mean:.{d}f}"
@@ -155,6 +157,7 @@ class Cell:
             "eps": self.eps,
             "unit": "fraction" if self.percent else "value",
             "note": self.note,
+            **({"absent": self.absent} if self.empty and self.absent else {}),
         }
 
 

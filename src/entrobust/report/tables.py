@@ -127,12 +127,20 @@ class Table:
         empty_cols = [c for c in self.columns if all(self.cell(r, c).empty for r in self.rows)]
         if not empty_rows and not empty_cols:
             return [], []
+        # a label shown twice (white-box and black-box) is named with its setting
+        twice = {lab for lab in map(self.label, self.rows) if [*map(self.label, self.rows)].count(lab) > 1}
+        named = [
+            f"{self.row_settings[r]} {self.label(r)}"
+            if self.label(r) in twice and r in self.row_settings
+            else self.label(r)
+            for r in empty_rows
+        ]
         self.row_groups = _shrink(self.row_groups, self.rows, set(empty_rows))
         self.column_groups = _shrink(self.column_groups, self.columns, set(empty_cols))
         self.rows = [r for r in self.rows if r not in empty_rows]
         self.columns = [c for c in self.columns if c not in empty_cols]
         self.cells = {k: v for k, v in self.cells.items() if k[0] in self.rows and k[1] in self.columns}
-        return [self.label(r) for r in empty_rows], empty_cols
+        return named, empty_cols
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -258,6 +266,12 @@ RU_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+#: the models RU crafts black-box examples on (§5.1: Normal for defenses without AT, PAT with AT)
+RU_PROXIES: tuple[str, ...] = ("Normal", "PAT")
+#: an empty black-box cell of a proxy column with a single run: nothing else to transfer from
+RU_NO_PROXY = "no proxy (1 run)"
+
+
 def _ru_rows(dataset: str | None) -> tuple[list[str], list[str], str]:
     from entrobust.evaluation.suites import RU_CIFAR_ROWS, RU_MNIST_ROWS
 
@@ -301,6 +315,8 @@ def ru_table1(rs: ResultSet) -> list[Table]:
                 t.cells[(label, col)] = _mark_changed(rs, runs, c, label, restarts)
             for label in black:
                 c = rs.cell(runs, lambda r, lab=label: rs.labelled_row(r, lab, transfer=True))
+                if c.empty and col in RU_PROXIES and len(runs) == 1:
+                    c.absent = RU_NO_PROXY
                 t.cells[(keys[label], col)] = _mark_changed(rs, runs, c, label, restarts, transfer=True)
         by_args: dict[str, list[str]] = {}
         for label, kws in restarts.items():
@@ -311,6 +327,12 @@ def ru_table1(rs: ResultSet) -> list[Table]:
         t.notes.append(
             "White-box cells are each attack's own accuracy (independent rows); 'not run' = no stored row."
         )
+        if any(t.cell(k, c).absent == RU_NO_PROXY for k in keys.values() for c in RU_PROXIES):
+            t.notes.append(
+                f"'{RU_NO_PROXY}': the black-box rows of the proxies themselves (Normal, PAT) transfer from "
+                "another run of the same recipe (RU §5.1: a proxy trained on identical data); with one "
+                "seed there is none. The reproduction scale's seeds fill them."
+            )
         tables.append(t)
     return tables
 
