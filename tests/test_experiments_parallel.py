@@ -84,6 +84,10 @@ def test_units_wait_for_what_they_need(study: Path, tmp_path: Path) -> None:
     assert units[f"eval:black-box:{pat}"].deps == (f"train:{pat}", f"train:{normal}")
     assert units[f"analysis:fuzziness:{pat}"].deps == (f"train:{pat}",)
     assert units["train:0"].deps == ()
+    # each unit's progress lines carry its name: the run, and what is done to it
+    assert r.unit_tag(units[f"train:{pat}"]) == "PAT s0"
+    assert r.unit_tag(units[f"eval:black-box:{pat}"]) == "PAT s0 black-box"
+    assert r.unit_tag(units[f"analysis:fuzziness:{pat}"]) == "PAT s0 fuzziness"
 
 
 def test_the_pool_starts_trainings_then_the_longest_units(study: Path, tmp_path: Path) -> None:
@@ -223,7 +227,8 @@ def test_a_failed_training_stops_its_dependents(study: Path, tmp_path: Path) -> 
 
 def test_a_workers_warnings_become_lines_of_its_units_log(tmp_path: Path) -> None:
     """A warning raised inside a worker's unit reaches the runner's log once, named by the unit,
-    instead of as raw text on the stderr that every worker shares."""
+    instead of as raw text on the stderr that every worker shares; the unit's indented lines
+    carry its name, so two workers' lines can be told apart."""
     import warnings
     from types import SimpleNamespace
 
@@ -232,10 +237,13 @@ def test_a_workers_warnings_become_lines_of_its_units_log(tmp_path: Path) -> Non
     def run_unit(unit: object) -> None:
         for _ in range(3):
             warnings.warn("square: 2 point(s) never queried", RuntimeWarning, stacklevel=1)
-        log("trained")
+        log("eval aa PAT")
+        log("  clean 99.0%")
 
     log = rmod._WorkerLog(time.perf_counter(), live=False)
-    fake = SimpleNamespace(ws=tmp_path, exp=SimpleNamespace(name="x"), log=log, run_unit=run_unit)
+    fake = SimpleNamespace(
+        ws=tmp_path, exp=SimpleNamespace(name="x"), log=log, run_unit=run_unit, unit_tag=lambda u: "PAT s0 aa"
+    )
     saved = dict(rmod._WORKER)
     rmod._WORKER.update(runner=fake)
     try:
@@ -244,7 +252,11 @@ def test_a_workers_warnings_become_lines_of_its_units_log(tmp_path: Path) -> Non
     finally:
         rmod._WORKER.clear()
         rmod._WORKER.update(saved)
-    assert lines == ["trained", "  evaluate:aa:PAT: RuntimeWarning: square: 2 point(s) never queried"]
+    assert lines == [
+        "eval aa PAT",
+        "  PAT s0 aa · clean 99.0%",
+        "  PAT s0 aa · RuntimeWarning: square: 2 point(s) never queried",
+    ]
 
 
 def test_a_run_trained_channels_last_is_evaluated_channels_last(tmp_path: Path) -> None:

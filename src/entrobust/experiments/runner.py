@@ -1068,6 +1068,19 @@ class _Runner:
         _, _, h = self._run_analysis_inputs(a, k, params, spec_hash)
         return bool(self.store.stage_done(self.ids[k], f"analysis:{a.kind}", h))
 
+    def unit_tag(self, unit: _Unit) -> str:
+        """A short name of ``unit`` for its progress lines: ``PAT s0``, ``PAT s0 white-box``,
+        ``PAT s0 audit``, ``PAT s0 adaptive``, or the study analysis' kind."""
+        if unit.kind == "analyse-study":
+            return self.exp.analyses[unit.args[0]].kind
+        if unit.kind in ("train", "escalate"):
+            pr, what = self.plan[unit.args[0]], "" if unit.kind == "train" else "adaptive"
+        elif unit.kind == "evaluate":
+            pr, what = self.plan[unit.args[1]], self.exp.evaluations[unit.args[0]].name
+        else:
+            pr, what = self.plan[unit.args[1]], self.exp.analyses[unit.args[0]].kind
+        return f"{pr.label} s{pr.seed}" + (f" {what}" if what else "")
+
     def run_unit(self, unit: _Unit) -> None:
         """Do one unit (in this process)."""
         if unit.kind == "train":
@@ -1154,7 +1167,14 @@ class _WorkerLog(Progress):
         self.t0 = t0
         self.lines: list[str] = []
 
+    #: the unit the lines are about (:meth:`_Runner.unit_tag`): set on the indented lines, which
+    #: would otherwise be told apart from another worker's only by their order
+    tag: str = ""
+
     def __call__(self, msg: str) -> None:
+        if self.tag and msg.startswith(" "):
+            indent = len(msg) - len(msg.lstrip(" "))
+            msg = f"{msg[:indent]}{self.tag} · {msg[indent:]}"
         if self.stream is not None:
             super().__call__(msg)
         else:
@@ -1173,11 +1193,12 @@ def _worker_run(
     log = r.log
     assert isinstance(log, _WorkerLog)
     log.counts, log.lines = {}, []
+    log.tag = r.unit_tag(unit)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")  # each distinct warning once per unit, as in-process
         r.run_unit(unit)
     for note in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught):
-        log(f"  {unit.key}: {note}")  # a line of the unit's log, not raw text on the shared stderr
+        log(f"  {note}")  # a line of the unit's log (tagged with it), not raw text on the shared stderr
     return log.counts, log.lines
 
 
