@@ -168,3 +168,34 @@ def test_augmentation_for_datasets() -> None:
     assert isinstance(augmentation_for("cifar100"), PadCropFlip)
     for name in ("mnist5k", "digits", "mnist", "fashion-mnist", "svhn"):
         assert augmentation_for(name) is None
+    # translate: random shifts without flip where the dataset has no standard augmentation
+    assert augmentation_for("mnist5k", translate=2) == PadCropFlip(2, flip=False)
+    assert augmentation_for("cifar10", translate=2) == PadCropFlip(4, flip=True)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="translate"):
+            augmentation_for("mnist5k", translate=bad)  # type: ignore[arg-type]
+
+
+def test_translate_shifts_digits_without_flip_and_is_seeded() -> None:
+    """MNIST translation (``TrainConfig.translate``): same shape, values in [0, 1], only shifts."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 8:20, 10:16] = torch.rand(64, 1, 12, 6, generator=g)  # an asymmetric "digit" with a margin
+    aug = augmentation_for("mnist5k", translate=2)
+    assert aug is not None
+    out = aug(x, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert torch.equal(out, aug(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(out, aug(x, torch.Generator().manual_seed(2)))
+    shifts = set()
+    for k in range(len(x)):
+        found = [
+            (di, dj)
+            for di in range(-2, 3)
+            for dj in range(-2, 3)
+            if torch.equal(out[k], torch.roll(x[k], shifts=(di, dj), dims=(-2, -1)))
+        ]
+        assert len(found) == 1, f"example {k} is not a translation of its digit by <= 2 pixels"
+        shifts.add(found[0])
+    assert (0, 0) in shifts and len(shifts) > 10  # most of the 25 shifts occur, incl. none

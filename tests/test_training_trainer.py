@@ -69,6 +69,9 @@ def test_default_config_round_trips_through_dict_json_and_toml(tmp_path: Path) -
         ({"method": {"adversary": {"kind": "pgd", "epz": 1}}}, "adversary.epz"),
         ({"device": "tpu"}, "device"),
         ({"augment": "yes"}, "augment: expected true/false"),
+        ({"translate": -1}, "translate must be >= 0"),
+        ({"translate": 2, "augment": False}, "translate needs augment = true"),
+        ({"translate": 1.5}, "translate: expected an integer"),
     ],
 )
 def test_config_errors_name_the_key(data: dict, match: str) -> None:
@@ -304,3 +307,12 @@ def test_awp_uses_the_eps_ramped_method(monkeypatch: pytest.MonkeyPatch) -> None
     )
     Trainer(cfg, None).fit()
     assert seen == pytest.approx([0.05, 0.1, 0.15, 0.2])
+
+
+def test_translate_round_trips_and_is_left_out_at_zero() -> None:
+    """``translate`` (MNIST shifts) is stored only when used: older configs hash and resume alike."""
+    plain = TrainConfig()
+    assert "translate" not in plain.to_dict() and TrainConfig.from_dict(plain.to_dict()) == plain
+    shifted = TrainConfig(translate=2)
+    assert shifted.to_dict()["translate"] == 2 and TrainConfig.from_dict(shifted.to_dict()) == shifted
+    assert apply_overrides(plain, ["translate=3"]).translate == 3

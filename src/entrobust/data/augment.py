@@ -67,8 +67,18 @@ def pad_crop_flip(pad: int = 4, flip: bool = True) -> PadCropFlip:
     return PadCropFlip(pad, flip)
 
 
-def augmentation_for(name: str) -> Augment | None:
-    """Standard training augmentation for dataset ``name``: :func:`pad_crop_flip` or ``None``."""
+def augmentation_for(name: str, translate: int = 0) -> Augment | None:
+    """Training augmentation for dataset ``name``.
+
+    The dataset's standard augmentation (:func:`pad_crop_flip`) where it has one; otherwise, with
+    ``translate > 0``, random translations by up to ``translate`` pixels (zero padding + random
+    crop, no flip: ``PadCropFlip(translate, flip=False)`` — for MNIST the background is 0, so the
+    padding adds no new intensity); else ``None``.
+    """
     from entrobust.data.datasets import dataset_info
 
-    return pad_crop_flip() if dataset_info(name).augment else None
+    if isinstance(translate, bool) or not isinstance(translate, int) or translate < 0:
+        raise ConfigError(f"translate must be a whole number of pixels >= 0, got {translate!r}")
+    if dataset_info(name).augment:
+        return pad_crop_flip()
+    return PadCropFlip(translate, flip=False) if translate else None

@@ -279,6 +279,12 @@ class TrainConfig:
     ``threads`` sets torch's CPU threads (``None`` leaves them). ``preset`` records which preset
     produced the config (informational).
 
+    ``augment`` turns on the dataset's standard augmentation (CIFAR: pad-4 random crop + flip;
+    none for MNIST / SVHN). ``translate`` (pixels, default 0) adds random translations for a
+    dataset without one: zero-pad ``translate`` pixels and take a random crop of the original size,
+    no flip (digits are not mirror-symmetric); it needs ``augment = true`` and is ignored where the
+    dataset's standard augmentation already crops.
+
     Under ``torchrun`` (data parallelism, :mod:`entrobust.distributed`) ``batch_size`` is the
     **global** batch, split evenly over the ranks, so a recipe means the same at any world size.
     ``sync_batchnorm`` converts BatchNorm layers to ``SyncBatchNorm`` (CUDA only) so batch
@@ -300,6 +306,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     augment: bool = True
+    translate: int = 0
     data_root: str | None = None
     max_train_examples: int | None = None
     finetune_from: str | None = None
@@ -321,6 +328,11 @@ class TrainConfig:
         if self.max_train_examples is not None:
             _positive("max_train_examples", self.max_train_examples)
         _positive("checkpoint_every", self.checkpoint_every)
+        if isinstance(self.translate, bool) or not isinstance(self.translate, int):
+            raise ConfigError(f"translate must be a whole number of pixels, got {self.translate!r}")
+        _positive("translate", self.translate, strict=False)
+        if self.translate and not self.augment:
+            raise ConfigError("translate needs augment = true (translate > 0 is an augmentation)")
         if self.device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
             raise ConfigError(f"device must be auto, cpu, cuda[:N] or mps, got {self.device!r}")
 
@@ -331,8 +343,15 @@ class TrainConfig:
         return config_from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data; ``TrainConfig.from_dict(c.to_dict()) == c``."""
-        return _to_plain(self)
+        """Plain JSON-able data; ``TrainConfig.from_dict(c.to_dict()) == c``.
+
+        ``translate`` is left out at its default 0, so a config that does not use it reads, hashes
+        and resumes exactly as one written before the key existed.
+        """
+        data = _to_plain(self)
+        if not self.translate:
+            del data["translate"]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)

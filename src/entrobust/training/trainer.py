@@ -309,7 +309,7 @@ class Trainer:
         self._phase = cfg.optimizer.phase_at(0)
         self.optimizer = cfg.optimizer.build(self.model.parameters(), self._phase)
         self.awp = AWP(cfg.awp.gamma, warmup=cfg.awp.warmup, proxy_lr=cfg.awp.proxy_lr) if cfg.awp else None
-        augment = augmentation_for(cfg.dataset) if cfg.augment else None
+        augment = augmentation_for(cfg.dataset, translate=cfg.translate) if cfg.augment else None
         self.loader = BatchLoader(
             self._train_data,
             cfg.batch_size // world,
