@@ -18,7 +18,7 @@ from entrobust.cli.workspace import DEMO_WORKSPACE
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="train, attack, audit and report the key defenses on mnist5k (about 6 min on a 2-core CPU)",
+        help="train, attack, audit and report the key defenses on mnist5k (about 2½ min on a 2-core CPU)",
         description="The main job: key defenses of the four papers on mnist5k, strong evaluation, audit, "
         "claims check and an HTML report.",
     )
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--scale",
         default="cpu",
         choices=["tiny", "cpu"],
-        help="cpu: the real demo (about 6 min); tiny: one epoch on 256 digits, a smoke test (default: cpu)",
+        help="cpu: the real demo (about 2½ min); tiny: one epoch on 256 digits, a smoke test (default: cpu)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
     p.add_argument(

@@ -4,7 +4,7 @@ evaluated with strong attacks, audited, checked against the papers' claims, and 
 It is an ordinary experiment (:func:`demo_experiment` builds it as data) run by the ordinary
 resumable runner, so an interrupted demo continues where it stopped. Two scales:
 
-``cpu`` (default, about 6 minutes on an idle 2-core CPU; measured 349 s)
+``cpu`` (default, about 2½ minutes on an idle 2-core CPU; measured 144 s on an AMD EPYC)
     twelve defenses trained with the demo's own light budget (:data:`DEMO_RECIPES`: cnn4 / LeNet,
     3–4 epochs, 5-step attacks on the ~3,700 training digits — the presets' ``cpu`` variants
     before the adversarially trained ones became the converged recipes of docs/training.md, which
