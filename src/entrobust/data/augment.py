@@ -67,6 +67,12 @@ def pad_crop_flip(pad: int = 4, flip: bool = True) -> PadCropFlip:
     return PadCropFlip(pad, flip)
 
 
+def check_translate(translate: object) -> None:
+    """Refuse a ``translate`` (pixels of random shift) that is not a whole number >= 0."""
+    if isinstance(translate, bool) or not isinstance(translate, int) or translate < 0:
+        raise ConfigError(f"translate must be >= 0 (a whole number of pixels), got {translate!r}")
+
+
 def augmentation_for(name: str, translate: int = 0) -> Augment | None:
     """Training augmentation for dataset ``name``.
 
@@ -77,8 +83,7 @@ def augmentation_for(name: str, translate: int = 0) -> Augment | None:
     """
     from entrobust.data.datasets import dataset_info
 
-    if isinstance(translate, bool) or not isinstance(translate, int) or translate < 0:
-        raise ConfigError(f"translate must be a whole number of pixels >= 0, got {translate!r}")
+    check_translate(translate)
     if dataset_info(name).augment:
         return pad_crop_flip()
     return PadCropFlip(translate, flip=False) if translate else None

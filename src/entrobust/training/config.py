@@ -328,9 +328,9 @@ class TrainConfig:
         if self.max_train_examples is not None:
             _positive("max_train_examples", self.max_train_examples)
         _positive("checkpoint_every", self.checkpoint_every)
-        if isinstance(self.translate, bool) or not isinstance(self.translate, int):
-            raise ConfigError(f"translate must be a whole number of pixels, got {self.translate!r}")
-        _positive("translate", self.translate, strict=False)
+        from entrobust.data.augment import check_translate
+
+        check_translate(self.translate)
         if self.translate and not self.augment:
             raise ConfigError("translate needs augment = true (translate > 0 is an augmentation)")
         if self.device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
